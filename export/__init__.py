@@ -1,0 +1,1 @@
+"""kdaliens.export: lowers a trained student to ExecuTorch, ONNX and LiteRT bundles."""

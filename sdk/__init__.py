@@ -1,0 +1,33 @@
+"""kdaliens.sdk: the on-device runtime. Imports numpy and the standard library only.
+
+A backend's runtime (executorch, onnxruntime, ai_edge_litert, tflite_runtime) is
+imported inside that backend, when it is chosen.
+"""
+
+from .errors import BackendUnavailable, BundleError, InputError, KdaliensError
+from .features import (
+    CategoricalField,
+    FeatureEncoder,
+    FeatureSpec,
+    MultiField,
+    NumericField,
+    normalize_token,
+    stable_hash,
+)
+from .history import HistorySampler, HistorySpec
+
+__all__ = [
+    "BackendUnavailable",
+    "BundleError",
+    "CategoricalField",
+    "FeatureEncoder",
+    "FeatureSpec",
+    "HistorySampler",
+    "HistorySpec",
+    "InputError",
+    "KdaliensError",
+    "MultiField",
+    "NumericField",
+    "normalize_token",
+    "stable_hash",
+]

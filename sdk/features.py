@@ -1,0 +1,616 @@
+"""Declarative feature spec and the one feature encoder shared by training and devices.
+
+A :class:`FeatureSpec` lists every model input: user fields, item fields, and the
+behaviour history. It serializes to JSON (it goes into checkpoints and bundle
+manifests), and :class:`FeatureEncoder` turns raw dicts (as an app or a log file has
+them) into the integer arrays the model eats. Training calls this same encoder, so what
+a device feeds the model is what the model was trained on.
+
+Id conventions, the same for every field:
+
+* ``0`` is padding (an empty slot of a multi-valued field or of the history);
+* ``1`` is out-of-vocabulary or missing;
+* ``2..cardinality-1`` are real values.
+
+Categorical values are normalized to strings before lookup (:func:`normalize_token`):
+``5``, ``5.0``, ``"5"`` and ``" 5 "`` are the same token. A field either has a
+vocabulary (a list of tokens; token ``vocab[i]`` gets id ``i + 2``) or hashes tokens into
+``hash_buckets`` buckets with :func:`stable_hash` (32-bit FNV-1a over UTF-8 bytes; id
+``2 + hash % hash_buckets``), which a Java or Kotlin port reproduces bit for bit.
+
+Numeric fields are bucketized: id ``2 + bisect_right(boundaries, value)``; a missing or
+non-finite value gets ``1``.
+
+Example:
+    >>> spec = FeatureSpec(
+    ...     user_fields=[CategoricalField("gender", vocab=("F", "M"))],
+    ...     item_fields=[CategoricalField("item_id", vocab=("10", "20")),
+    ...                  NumericField("year", boundaries=(1980.0, 2000.0)),
+    ...                  MultiField("genres", vocab=("Comedy", "Drama"), max_len=3)],
+    ... )
+    >>> enc = FeatureEncoder(spec)
+    >>> items = enc.encode_items([{"item_id": 20, "year": 1995, "genres": "Drama"}])
+    >>> items["item_id"].tolist(), items["year"].tolist(), items["genres"].tolist()
+    ([3], [3], [[3, 0, 0]])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence, Union
+
+import numpy as np
+
+from .errors import InputError
+from .history import HistorySampler, HistorySpec
+
+PAD_ID = 0
+OOV_ID = 1
+N_RESERVED = 2
+SPEC_FORMAT_VERSION = 1
+
+_FNV_OFFSET = 0x811C9DC5
+_FNV_PRIME = 0x01000193
+
+
+def stable_hash(token: str) -> int:
+    """32-bit FNV-1a hash of the token's UTF-8 bytes, as an unsigned int.
+
+    Portable: in Java, ``h = 0x811C9DC5; for (byte b : s.getBytes(UTF_8)) { h ^= (b & 0xff);
+    h *= 0x01000193; }`` then ``Integer.toUnsignedLong(h)``.
+    """
+    h = _FNV_OFFSET
+    for b in token.encode("utf-8"):
+        h ^= b
+        h = (h * _FNV_PRIME) & 0xFFFFFFFF
+    return h
+
+
+def normalize_token(value: Any) -> str | None:
+    """Turn a raw categorical value into its canonical string, or None when missing.
+
+    ints and integral floats print without a decimal point, so ``7``, ``7.0`` and ``"7"``
+    agree; strings are stripped; None, NaN and empty strings are missing.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        s = value.strip()
+        return s or None
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        if not math.isfinite(f):
+            return None
+        if f.is_integer() and abs(f) < 2**53:
+            return str(int(f))
+        return repr(f)
+    if isinstance(value, bytes):
+        return normalize_token(value.decode("utf-8", errors="replace"))
+    raise InputError(f"cannot use a value of type {type(value).__name__} as a category: {value!r}")
+
+
+def to_float(value: Any) -> float:
+    """Parse a numeric value; NaN when missing or unparseable (encoded as OOV)."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return math.nan
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    if isinstance(value, (str, bytes)):
+        try:
+            return float(value)
+        except ValueError:
+            return math.nan
+    return math.nan
+
+
+class _Lookup:
+    """Token -> id for a vocabulary or a hash, shared by categorical and multi fields."""
+
+    def __init__(self, name: str, vocab: tuple[str, ...] | None, hash_buckets: int | None):
+        if (vocab is None) == (hash_buckets is None):
+            raise InputError(f"field {name!r}: give exactly one of vocab or hash_buckets")
+        if hash_buckets is not None and hash_buckets < 1:
+            raise InputError(f"field {name!r}: hash_buckets must be >= 1, got {hash_buckets}")
+        self.vocab = vocab
+        self.hash_buckets = hash_buckets
+        self.index: dict[str, int] | None = None
+        if vocab is not None:
+            self.index = {tok: i + N_RESERVED for i, tok in enumerate(vocab)}
+            if len(self.index) != len(vocab):
+                raise InputError(f"field {name!r}: vocabulary has duplicate tokens")
+        self._memo: dict[Any, int] = {}
+
+    @property
+    def cardinality(self) -> int:
+        n = len(self.vocab) if self.vocab is not None else self.hash_buckets
+        return int(n) + N_RESERVED
+
+    def token_id(self, token: str | None) -> int:
+        if token is None:
+            return OOV_ID
+        if self.index is not None:
+            return self.index.get(token, OOV_ID)
+        return N_RESERVED + stable_hash(token) % int(self.hash_buckets)
+
+    def encode(self, value: Any) -> int:
+        # Memoize on hashable raw values: apps send the same ids over and over.
+        try:
+            return self._memo[value]
+        except (KeyError, TypeError):
+            pass
+        i = self.token_id(normalize_token(value))
+        try:
+            if len(self._memo) < 1_000_000:
+                self._memo[value] = i
+        except TypeError:
+            pass
+        return i
+
+
+@dataclass(frozen=True)
+class CategoricalField:
+    """One categorical value per row: an id, a gender, an occupation.
+
+    Args:
+        name: the attribute's column name in the data (and key in raw dicts).
+        vocab: known tokens; token ``vocab[i]`` encodes to ``i + 2``.
+        hash_buckets: instead of a vocabulary, hash tokens into this many buckets.
+    """
+
+    name: str
+    vocab: tuple[str, ...] | None = None
+    hash_buckets: int | None = None
+    kind: str = field(default="categorical", init=False)
+
+    def __post_init__(self) -> None:
+        if self.vocab is not None:
+            object.__setattr__(self, "vocab", tuple(self.vocab))
+        object.__setattr__(self, "_lookup", _Lookup(self.name, self.vocab, self.hash_buckets))
+
+    @property
+    def cardinality(self) -> int:
+        return self._lookup.cardinality  # type: ignore[attr-defined]
+
+    @property
+    def width(self) -> int:
+        return 1
+
+    def encode_one(self, value: Any) -> int:
+        return self._lookup.encode(value)  # type: ignore[attr-defined]
+
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {"kind": self.kind, "name": self.name}
+        if self.vocab is not None:
+            d["vocab"] = list(self.vocab)
+        else:
+            d["hash_buckets"] = self.hash_buckets
+        return d
+
+
+@dataclass(frozen=True)
+class NumericField:
+    """A number, bucketized by sorted ``boundaries``: id ``2 + bisect_right``."""
+
+    name: str
+    boundaries: tuple[float, ...] = ()
+    kind: str = field(default="numeric", init=False)
+
+    def __post_init__(self) -> None:
+        b = tuple(float(x) for x in self.boundaries)
+        if any(not math.isfinite(x) for x in b) or any(b[i] >= b[i + 1] for i in range(len(b) - 1)):
+            raise InputError(f"field {self.name!r}: boundaries must be finite and strictly increasing")
+        object.__setattr__(self, "boundaries", b)
+        object.__setattr__(self, "_np_bounds", np.asarray(b, dtype=np.float64))
+
+    @property
+    def cardinality(self) -> int:
+        return len(self.boundaries) + 1 + N_RESERVED
+
+    @property
+    def width(self) -> int:
+        return 1
+
+    def encode_array(self, values: np.ndarray) -> np.ndarray:
+        """Bucketize a float array (NaN -> OOV). Returns int64 of the same shape."""
+        v = np.asarray(values, dtype=np.float64)
+        out = np.searchsorted(self._np_bounds, v, side="right").astype(np.int64) + N_RESERVED  # type: ignore[attr-defined]
+        out[~np.isfinite(v)] = OOV_ID
+        return out
+
+    def encode_one(self, value: Any) -> int:
+        f = to_float(value)
+        if not math.isfinite(f):
+            return OOV_ID
+        return int(np.searchsorted(self._np_bounds, f, side="right")) + N_RESERVED  # type: ignore[attr-defined]
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "boundaries": list(self.boundaries)}
+
+
+@dataclass(frozen=True)
+class MultiField:
+    """Several tokens per row (genres, tags): ``max_len`` ids, padded with 0.
+
+    A string value is split on ``separator``; a list or tuple is used as is. Tokens past
+    ``max_len`` are dropped, in order.
+    """
+
+    name: str
+    max_len: int
+    vocab: tuple[str, ...] | None = None
+    hash_buckets: int | None = None
+    separator: str = " "
+    kind: str = field(default="multi", init=False)
+
+    def __post_init__(self) -> None:
+        if self.max_len < 1:
+            raise InputError(f"field {self.name!r}: max_len must be >= 1")
+        if self.vocab is not None:
+            object.__setattr__(self, "vocab", tuple(self.vocab))
+        object.__setattr__(self, "_lookup", _Lookup(self.name, self.vocab, self.hash_buckets))
+
+    @property
+    def cardinality(self) -> int:
+        return self._lookup.cardinality  # type: ignore[attr-defined]
+
+    @property
+    def width(self) -> int:
+        return self.max_len
+
+    def split(self, value: Any) -> list[Any]:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [t for t in value.split(self.separator) if t.strip()]
+        if isinstance(value, (list, tuple, np.ndarray)):
+            return list(value)
+        if isinstance(value, float) and math.isnan(value):
+            return []
+        return [value]
+
+    def encode_one(self, value: Any) -> np.ndarray:
+        out = np.zeros(self.max_len, dtype=np.int64)
+        lookup: _Lookup = self._lookup  # type: ignore[attr-defined]
+        for j, tok in enumerate(self.split(value)[: self.max_len]):
+            out[j] = lookup.encode(tok)
+        return out
+
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {"kind": self.kind, "name": self.name, "max_len": self.max_len,
+                             "separator": self.separator}
+        if self.vocab is not None:
+            d["vocab"] = list(self.vocab)
+        else:
+            d["hash_buckets"] = self.hash_buckets
+        return d
+
+
+Field = Union[CategoricalField, NumericField, MultiField]
+
+
+def field_from_dict(d: Mapping[str, Any]) -> Field:
+    """Rebuild a field from :meth:`to_dict` output; raises InputError on a bad dict."""
+    try:
+        kind = d["kind"]
+        if kind == "categorical":
+            return CategoricalField(d["name"], vocab=d.get("vocab"), hash_buckets=d.get("hash_buckets"))
+        if kind == "numeric":
+            return NumericField(d["name"], boundaries=tuple(d["boundaries"]))
+        if kind == "multi":
+            return MultiField(d["name"], max_len=int(d["max_len"]), vocab=d.get("vocab"),
+                              hash_buckets=d.get("hash_buckets"), separator=d.get("separator", " "))
+    except (KeyError, TypeError) as e:
+        raise InputError(f"bad field spec {dict(d)!r}: {e}") from e
+    raise InputError(f"unknown field kind {kind!r} in {dict(d)!r}")
+
+
+# Time since an event, in seconds: 1 min, 10 min, 1 h, 6 h, 1 d, 3 d, 1 w, 1 mo, 3 mo, 1 y.
+DEFAULT_TIME_GAP_BOUNDARIES: tuple[float, ...] = (
+    60.0, 600.0, 3600.0, 21600.0, 86400.0, 259200.0, 604800.0, 2592000.0, 7776000.0, 31536000.0,
+)
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Every model input, declared once.
+
+    Args:
+        user_fields: attributes of the user (not the user id unless you list it).
+        item_fields: attributes of an item; one of them is ``item_id_field``.
+        item_id_field: name of the item id field.
+        user_id_field: name of the user id column in the data and in logs.
+        history: history length and sampling (see :class:`HistorySpec`).
+        history_item_fields: item fields gathered for every history event
+            (default: all item fields).
+        event_vocab: event kinds in the behaviour log ("click", "5", ...).
+        time_gap_boundaries: buckets for the time between an event and the request.
+    """
+
+    user_fields: tuple[Field, ...]
+    item_fields: tuple[Field, ...]
+    item_id_field: str = "item_id"
+    user_id_field: str = "user_id"
+    history: HistorySpec = field(default_factory=HistorySpec)
+    history_item_fields: tuple[str, ...] | None = None
+    event_vocab: tuple[str, ...] = ()
+    time_gap_boundaries: tuple[float, ...] = DEFAULT_TIME_GAP_BOUNDARIES
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "user_fields", tuple(self.user_fields))
+        object.__setattr__(self, "item_fields", tuple(self.item_fields))
+        object.__setattr__(self, "event_vocab", tuple(str(e) for e in self.event_vocab))
+        object.__setattr__(self, "time_gap_boundaries", tuple(float(x) for x in self.time_gap_boundaries))
+        names = [f.name for f in self.item_fields]
+        if self.item_id_field not in names:
+            raise InputError(f"item_fields must include the item id field {self.item_id_field!r}")
+        for group in (self.user_fields, self.item_fields):
+            seen = [f.name for f in group]
+            if len(set(seen)) != len(seen):
+                raise InputError(f"duplicate field names in {seen}")
+        if self.history_item_fields is None:
+            object.__setattr__(self, "history_item_fields", tuple(names))
+        else:
+            object.__setattr__(self, "history_item_fields", tuple(self.history_item_fields))
+            missing = set(self.history_item_fields) - set(names)
+            if missing:
+                raise InputError(f"history_item_fields not among item fields: {sorted(missing)}")
+
+    # -- derived fields -------------------------------------------------------------
+    @property
+    def event_field(self) -> CategoricalField:
+        return CategoricalField("event", vocab=self.event_vocab)
+
+    @property
+    def time_gap_field(self) -> NumericField:
+        return NumericField("time_gap", boundaries=self.time_gap_boundaries)
+
+    def item_field(self, name: str) -> Field:
+        for f in self.item_fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def with_history(self, history: HistorySpec) -> "FeatureSpec":
+        """The same fields with other history settings (the teacher's long history)."""
+        d = self.to_dict()
+        d["history"] = history.to_dict()
+        return FeatureSpec.from_dict(d)
+
+    # -- serialization ----------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "format_version": SPEC_FORMAT_VERSION,
+            "user_id_field": self.user_id_field,
+            "item_id_field": self.item_id_field,
+            "user_fields": [f.to_dict() for f in self.user_fields],
+            "item_fields": [f.to_dict() for f in self.item_fields],
+            "history": self.history.to_dict(),
+            "history_item_fields": list(self.history_item_fields or ()),
+            "event_vocab": list(self.event_vocab),
+            "time_gap_boundaries": list(self.time_gap_boundaries),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "FeatureSpec":
+        if not isinstance(d, Mapping):
+            raise InputError(f"a feature spec must be a JSON object, got {type(d).__name__}")
+        version = d.get("format_version", SPEC_FORMAT_VERSION)
+        if version != SPEC_FORMAT_VERSION:
+            raise InputError(f"feature spec format_version {version} is not supported "
+                             f"(this SDK reads {SPEC_FORMAT_VERSION})")
+        try:
+            return cls(
+                user_fields=tuple(field_from_dict(f) for f in d["user_fields"]),
+                item_fields=tuple(field_from_dict(f) for f in d["item_fields"]),
+                item_id_field=d.get("item_id_field", "item_id"),
+                user_id_field=d.get("user_id_field", "user_id"),
+                history=HistorySpec.from_dict(d.get("history", {})),
+                history_item_fields=tuple(d["history_item_fields"]) if d.get("history_item_fields") else None,
+                event_vocab=tuple(d.get("event_vocab", ())),
+                time_gap_boundaries=tuple(d.get("time_gap_boundaries", DEFAULT_TIME_GAP_BOUNDARIES)),
+            )
+        except KeyError as e:
+            raise InputError(f"feature spec lacks key {e}") from e
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "FeatureSpec":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise InputError(f"feature spec is not valid JSON: {e}") from e
+
+
+def _rows(rows: Any, what: str) -> Sequence[Mapping[str, Any]]:
+    if isinstance(rows, Mapping):
+        raise InputError(f"{what}: expected a list of dicts, got one dict")
+    try:
+        rows = list(rows)
+    except TypeError as e:
+        raise InputError(f"{what}: expected an iterable of dicts, got {type(rows).__name__}") from e
+    for i, r in enumerate(rows):
+        if not isinstance(r, Mapping):
+            raise InputError(f"{what}[{i}]: expected a dict, got {type(r).__name__}")
+    return rows
+
+
+class FeatureEncoder:
+    """Turns raw dicts into model arrays, following a :class:`FeatureSpec`.
+
+    Outputs are dicts of int64 numpy arrays keyed by field name: ``(N,)`` for
+    categorical and numeric fields, ``(N, max_len)`` for multi fields. History arrays are
+    keyed ``hist_<field>`` plus ``hist_event``, ``hist_time_gap`` and ``hist_mask``, of
+    length ``spec.history.length``.
+
+    Example:
+        >>> enc = FeatureEncoder(spec)                                  # doctest: +SKIP
+        >>> enc.encode_history(events=[{"item_id": 3, "ts": 10.0, "event": "click"}],
+        ...                    now=20.0, item_attributes={3: {"genres": "Drama"}})  # doctest: +SKIP
+    """
+
+    def __init__(self, spec: FeatureSpec):
+        self.spec = spec
+        self.sampler = HistorySampler(spec.history)
+        self._event = spec.event_field
+        self._gap = spec.time_gap_field
+
+    # -- rows of attributes ---------------------------------------------------------
+    def _encode_rows(self, fields: Sequence[Field], rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        n = len(rows)
+        out: dict[str, np.ndarray] = {}
+        for f in fields:
+            if isinstance(f, NumericField):
+                vals = np.fromiter((to_float(r.get(f.name)) for r in rows), dtype=np.float64, count=n)
+                out[f.name] = f.encode_array(vals)
+            elif isinstance(f, MultiField):
+                arr = np.zeros((n, f.max_len), dtype=np.int64)
+                for i, r in enumerate(rows):
+                    arr[i] = f.encode_one(r.get(f.name))
+                out[f.name] = arr
+            else:
+                out[f.name] = np.fromiter((f.encode_one(r.get(f.name)) for r in rows), dtype=np.int64, count=n)
+        return out
+
+    def encode_items(self, rows: Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """Encode item attribute dicts; unknown keys are ignored, missing ones are OOV."""
+        return self._encode_rows(self.spec.item_fields, _rows(rows, "items"))
+
+    def encode_users(self, rows: Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """Encode user attribute dicts; unknown keys are ignored, missing ones are OOV."""
+        return self._encode_rows(self.spec.user_fields, _rows(rows, "users"))
+
+    def encode_user(self, features: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+        """One user's attributes -> arrays of shape (1,) or (1, max_len)."""
+        if features is None:
+            features = {}
+        if not isinstance(features, Mapping):
+            raise InputError(f"user features must be a dict, got {type(features).__name__}")
+        return self.encode_users([features])
+
+    # -- events ---------------------------------------------------------------------
+    def encode_events(self, events: Sequence[Any]) -> np.ndarray:
+        """Event kinds -> ids (int64)."""
+        return np.fromiter((self._event.encode_one(e) for e in events), dtype=np.int64, count=len(events))
+
+    def encode_time_gaps(self, now: float | np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Seconds between each event and ``now`` (broadcast) -> bucket ids.
+
+        Future events count as 0 s.
+        """
+        gaps = np.maximum(np.asarray(now, dtype=np.float64) - np.asarray(ts, dtype=np.float64), 0.0)
+        return self._gap.encode_array(gaps)
+
+    def gather_history(
+        self,
+        event_items: Mapping[str, np.ndarray],
+        event_ids: np.ndarray,
+        event_ts: np.ndarray,
+        starts: np.ndarray,
+        n_past: np.ndarray,
+        now: np.ndarray,
+        seed: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Sample and gather the histories of a batch of requests from a flat event store.
+
+        The store holds E events grouped by user, each user's events in time order:
+        ``event_items`` (encoded item fields per event, (E,) or (E, max_len)),
+        ``event_ids`` (encoded event kinds, (E,)) and ``event_ts`` (seconds, (E,)).
+        Request b sees the ``n_past[b]`` events starting at ``starts[b]`` (its past)
+        and is made at time ``now[b]``. Training calls this on its whole log; a device
+        calls it (through :meth:`encode_history`) on one user's events. It is the one
+        place where sampling, gathering, time gaps and padding happen.
+
+        Returns:
+            ``hist_<field>`` (B, L) or (B, L, max_len), ``hist_event`` (B, L),
+            ``hist_time_gap`` (B, L) and ``hist_mask`` (B, L) bool.
+        """
+        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+        n_past = np.asarray(n_past, dtype=np.int64).reshape(-1)
+        now = np.broadcast_to(np.asarray(now, dtype=np.float64), starts.shape)
+        idx, mask = self.sampler.sample_batch(n_past, seed)  # (B, L)
+        flat = np.where(mask, starts[:, None] + idx, 0)  # (B, L)
+        n_events = len(event_ids)
+        if n_events == 0:
+            flat_ok = np.zeros_like(mask)
+        else:
+            if mask.any() and int(flat[mask].max()) >= n_events:
+                raise InputError("history indices run past the event store")
+            flat_ok = mask
+        out: dict[str, np.ndarray] = {}
+        B, L = mask.shape
+        for name in self.spec.history_item_fields or ():
+            a = np.asarray(event_items[name], dtype=np.int64)
+            if n_events == 0:
+                out["hist_" + name] = np.zeros((B, L) + a.shape[1:], dtype=np.int64)
+                continue
+            g = a[flat]
+            g[~flat_ok] = PAD_ID
+            out["hist_" + name] = g
+        if n_events == 0:
+            out["hist_event"] = np.zeros((B, L), dtype=np.int64)
+            out["hist_time_gap"] = np.zeros((B, L), dtype=np.int64)
+        else:
+            ev = np.asarray(event_ids, dtype=np.int64)[flat]
+            ev[~flat_ok] = PAD_ID
+            out["hist_event"] = ev
+            gap = self.encode_time_gaps(now[:, None], np.asarray(event_ts, dtype=np.float64)[flat])
+            gap[~flat_ok] = PAD_ID
+            out["hist_time_gap"] = gap
+        out["hist_mask"] = flat_ok.copy()
+        return out
+
+    def encode_history(
+        self,
+        events: Sequence[Mapping[str, Any]],
+        now: float,
+        item_attributes: Mapping[Any, Mapping[str, Any]] | None = None,
+        seed: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Encode one user's raw behaviour events into fixed-length history arrays.
+
+        Args:
+            events: dicts with ``item_id`` (the spec's item id field), ``ts`` (seconds)
+                and optionally ``event``; in any order (they are sorted by time,
+                stably). Events at or after ``now`` are dropped: the model only sees
+                the past.
+            now: the request time, in seconds.
+            item_attributes: item id -> attribute dict (from the item cache); an item
+                missing from it still gets its id, with OOV attributes.
+            seed: overrides the spec's sampler seed.
+        """
+        events = _rows(events, "events")
+        idf = self.spec.item_id_field
+        parsed = []
+        for i, e in enumerate(events):
+            if idf not in e:
+                raise InputError(f"events[{i}] has no {idf!r}")
+            t = to_float(e.get("ts"))
+            if not math.isfinite(t):
+                raise InputError(f"events[{i}] has no usable 'ts': {e.get('ts')!r}")
+            if t < now:
+                parsed.append((t, i, e))
+        parsed.sort(key=lambda p: (p[0], p[1]))
+        attrs = item_attributes or {}
+        rows = []
+        for _, _, e in parsed:
+            iid = e[idf]
+            a = attrs.get(iid)
+            if a is None:
+                a = attrs.get(normalize_token(iid), {})
+            row = dict(a)
+            row[idf] = iid
+            rows.append(row)
+        item_arrays = self.encode_items(rows)
+        ev = self.encode_events([e.get("event") for _, _, e in parsed])
+        ts = np.array([p[0] for p in parsed], dtype=np.float64)
+        batch = self.gather_history(item_arrays, ev, ts, starts=np.zeros(1), n_past=np.array([len(parsed)]),
+                                    now=np.array([now], dtype=np.float64), seed=seed)
+        return {k: v[0] for k, v in batch.items()}
