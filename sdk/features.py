@@ -517,6 +517,7 @@ class FeatureEncoder:
         n_past: np.ndarray,
         now: np.ndarray,
         seed: int | None = None,
+        extra: Mapping[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """Sample and gather the histories of a batch of requests from a flat event store.
 
@@ -527,6 +528,8 @@ class FeatureEncoder:
         and is made at time ``now[b]``. Training calls this on its whole log; a device
         calls it (through :meth:`encode_history`) on one user's events. It is the one
         place where sampling, gathering, time gaps and padding happen.
+
+        ``extra`` gathers more per-event arrays the same way (key ``hist_<name>``).
 
         Returns:
             ``hist_<field>`` (B, L) or (B, L, max_len), ``hist_event`` (B, L),
@@ -546,8 +549,10 @@ class FeatureEncoder:
             flat_ok = mask
         out: dict[str, np.ndarray] = {}
         B, L = mask.shape
-        for name in self.spec.history_item_fields or ():
-            a = np.asarray(event_items[name], dtype=np.int64)
+        sources = [(name, event_items[name]) for name in self.spec.history_item_fields or ()]
+        sources += list((extra or {}).items())
+        for name, arr in sources:
+            a = np.asarray(arr, dtype=np.int64)
             if n_events == 0:
                 out["hist_" + name] = np.zeros((B, L) + a.shape[1:], dtype=np.int64)
                 continue

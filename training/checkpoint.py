@@ -1,0 +1,81 @@
+"""Checkpoints: config, feature spec and weights, in a file ``torch.load(weights_only=True)`` reads.
+
+No pickled code: the payload is plain dicts, lists, strings, numbers and tensors. A model
+is rebuilt from its config and spec, then its weights are loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdaliens.sdk.errors import InputError
+from kdaliens.sdk.features import FeatureSpec
+
+from .config import RunConfig
+
+FORMAT = "kdaliens-checkpoint"
+VERSION = 1
+KINDS = ("teacher", "student", "student_qat")
+
+
+def save_checkpoint(path: Path, kind: str, cfg: RunConfig, spec: FeatureSpec, state_dict: dict[str, torch.Tensor],
+                    extra: dict[str, Any] | None = None) -> None:
+    """Write atomically (temporary file, then rename)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}")
+    payload = {"format": FORMAT, "version": VERSION, "kind": kind, "config": cfg.to_dict(), "spec": spec.to_dict(),
+               "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "extra": extra or {}}
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError as e:
+        raise InputError(f"{path}: no such checkpoint") from e
+    except Exception as e:  # torch raises several types for corrupt files
+        raise InputError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise InputError(f"{path}: not a kdaliens checkpoint")
+    if payload.get("version") != VERSION:
+        raise InputError(f"{path}: checkpoint version {payload.get('version')} is not supported (want {VERSION})")
+    return payload
+
+
+def load_model(path: Path) -> tuple[nn.Module, RunConfig, FeatureSpec, dict[str, Any]]:
+    """Rebuild a model from a checkpoint. ``student_qat`` comes back converted to int8."""
+    from .models.student import StudentRanker
+    from .models.teacher import TeacherRanker
+
+    p = read_checkpoint(path)
+    cfg = RunConfig.from_dict(p["config"])
+    spec = FeatureSpec.from_dict(p["spec"])
+    kind = p["kind"]
+    if kind == "teacher":
+        model: nn.Module = TeacherRanker(spec, cfg.teacher)
+        model.load_state_dict(p["state_dict"])
+    elif kind == "student":
+        model = StudentRanker(spec, cfg.student)
+        model.load_state_dict(p["state_dict"])
+    else:
+        from .loop import convert_qat_graph, prepare_qat_graph
+
+        prepared, _ = prepare_qat_graph(StudentRanker(spec, cfg.student).eval())
+        prepared.load_state_dict(p["state_dict"])
+        model = convert_qat_graph(prepared)
+    model.eval()
+    return model, cfg, spec, p["extra"]

@@ -1,0 +1,121 @@
+"""Composable distillation losses.
+
+A :class:`Distiller` maps (student outputs, teacher signals) to a scalar loss. A
+:class:`DistillLoss` sums the registered distillers whose weight in the
+:class:`~kdaliens.training.config.DistillConfig` is non-zero. New distillers (the
+contrastive LRC-BERT one, the EMKD ensemble) register under a name and read their
+weight from the config the same way:
+
+    @register_distiller("contrastive")
+    class ContrastiveDistiller(Distiller): ...
+
+Teacher signals are a dict of tensors: ``interaction`` (B, N) teacher logits over the
+same candidates as the student, ``click`` (B,) the teacher's click logit for the
+positive, ``att`` (B, Dt) the teacher's user-interest vector after target attention,
+and ``kd_mask`` (B,) which rows have teacher signals.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import DistillConfig
+
+DISTILLERS: dict[str, type["Distiller"]] = {}
+
+
+def register_distiller(name: str) -> Callable[[type], type]:
+    def deco(cls: type) -> type:
+        cls.name = name
+        DISTILLERS[name] = cls
+        return cls
+    return deco
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp(min=1.0)
+
+
+class Distiller(nn.Module):
+    """Interface: ``forward(student_out, teacher, batch) -> scalar``."""
+
+    name = "base"
+
+    def __init__(self, cfg: DistillConfig, student_dim: int, teacher_dim: int):
+        super().__init__()
+        self.cfg = cfg
+
+    def forward(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor],
+                batch: dict[str, torch.Tensor]) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+@register_distiller("logit")
+class LogitDistiller(Distiller):
+    """KL(teacher || student) over the candidate set, on temperature-softened logits (x T^2)."""
+
+    def forward(self, student, teacher, batch):
+        T = self.cfg.temperature
+        t = F.log_softmax(teacher["interaction"] / T, dim=-1)
+        s = F.log_softmax(student["interaction"] / T, dim=-1)
+        kl = (t.exp() * (t - s)).sum(-1)  # (B,)
+        return _masked_mean(kl, teacher["kd_mask"]) * T * T
+
+
+@register_distiller("click")
+class ClickDistiller(Distiller):
+    """BCE of the student's click logit on the teacher's soft click label (positives)."""
+
+    def forward(self, student, teacher, batch):
+        T = self.cfg.temperature
+        soft = torch.sigmoid(teacher["click"] / T)
+        loss = F.binary_cross_entropy_with_logits(student["click"][:, 0] / T, soft, reduction="none")
+        mask = teacher["kd_mask"] & batch["has_label"]
+        return _masked_mean(loss, mask) * T * T
+
+
+@register_distiller("feature")
+class FeatureDistiller(Distiller):
+    """A learned adapter maps the student's user-interest vector (after target attention,
+    for the positive) to the teacher's width; L2-normalized vectors are matched by MSE."""
+
+    def __init__(self, cfg: DistillConfig, student_dim: int, teacher_dim: int):
+        super().__init__(cfg, student_dim, teacher_dim)
+        self.adapter = nn.Linear(student_dim, teacher_dim)
+
+    def forward(self, student, teacher, batch):
+        s = F.normalize(self.adapter(student["att"][:, 0]), dim=-1)
+        t = F.normalize(teacher["att"], dim=-1)
+        return _masked_mean(((s - t) ** 2).sum(-1), teacher["kd_mask"])
+
+
+class DistillLoss(nn.Module):
+    """Weighted sum of the distillers enabled in a :class:`DistillConfig`.
+
+    ``forward`` returns the total and a dict of the weighted parts (for logging).
+    """
+
+    def __init__(self, cfg: DistillConfig, student_dim: int, teacher_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.weights: dict[str, float] = {}
+        self.parts = nn.ModuleDict()
+        for name, cls in DISTILLERS.items():
+            w = float(getattr(cfg, f"{name}_weight", 0.0))
+            if w != 0.0:
+                self.parts[name] = cls(cfg, student_dim, teacher_dim)
+                self.weights[name] = w
+
+    def forward(self, student, teacher, batch) -> tuple[torch.Tensor, dict[str, float]]:
+        total = torch.zeros((), dtype=torch.float32)
+        logs: dict[str, float] = {}
+        for name, part in self.parts.items():
+            v = self.weights[name] * part(student, teacher, batch)
+            total = total + v
+            logs[name] = float(v.detach())
+        return total, logs
