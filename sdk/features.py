@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -376,7 +377,7 @@ class FeatureSpec:
                 return f
         raise KeyError(name)
 
-    def with_history(self, history: HistorySpec) -> "FeatureSpec":
+    def with_history(self, history: HistorySpec) -> FeatureSpec:
         """The same fields with other history settings (the teacher's long history)."""
         d = self.to_dict()
         d["history"] = history.to_dict()
@@ -397,7 +398,7 @@ class FeatureSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "FeatureSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:
         if not isinstance(d, Mapping):
             raise InputError(f"a feature spec must be a JSON object, got {type(d).__name__}")
         version = d.get("format_version", SPEC_FORMAT_VERSION)
@@ -422,7 +423,7 @@ class FeatureSpec:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "FeatureSpec":
+    def from_json(cls, text: str) -> FeatureSpec:
         try:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as e:

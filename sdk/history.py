@@ -24,8 +24,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,7 @@ class HistorySpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "HistorySpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> HistorySpec:
         try:
             return cls(short_len=int(d.get("short_len", 20)), long_len=int(d.get("long_len", 10)),
                        seed=int(d.get("seed", 0)))

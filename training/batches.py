@@ -8,12 +8,11 @@ device runs. The teacher's windows are contiguous slices of the same event store
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
-
 from kdaliens.sdk.features import OOV_ID, PAD_ID, FeatureEncoder, FeatureSpec
 from kdaliens.sdk.history import HistorySpec
 
@@ -77,6 +76,34 @@ class TeacherWindows:
     def __len__(self) -> int:
         return len(self.target_event)
 
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.arrays["win_mask"].sum(1)
+
+    def batch(self, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Rows of the windows, trimmed to the longest one (windows are left-padded, so
+        the trimmed slots are padding; slot positions keep counting from the right)."""
+        L = self.arrays["win_mask"].shape[1]
+        keep = max(int(self.lengths[rows].max()), 1)
+        out = {k: (v[rows][:, L - keep:] if k.startswith(("win_", "tgt_")) else v[rows])
+               for k, v in self.arrays.items()}
+        return out, self.target_event[rows][:, L - keep:]
+
+    def batches(self, batch_size: int, rng: np.random.Generator | None, rank: int = 0, world: int = 1
+                ) -> list[np.ndarray]:
+        """Batches of windows of similar length (less padding), in shuffled order."""
+        lens = self.lengths.astype(np.float64)
+        if rng is not None:
+            lens = lens + rng.uniform(0, 8, size=len(lens))  # vary batches between epochs
+        order = np.argsort(lens, kind="stable")
+        out = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        if rng is not None:
+            out = [out[i] for i in rng.permutation(len(out))]
+        if world > 1:
+            keep = len(out) - len(out) % world if len(out) >= world else len(out)
+            out = out[:keep][rank::world] if keep else out[rank:rank + 1]
+        return out
+
 
 def teacher_windows(prep: Prepared, enc: FeatureEncoder, L: int, split_end: np.ndarray) -> TeacherWindows:
     """Windows over events ``[user start, split_end[user])`` of every user.
@@ -96,7 +123,7 @@ def teacher_windows(prep: Prepared, enc: FeatureEncoder, L: int, split_end: np.n
             starts.append(lo)
             lens.append(hi - lo)
             hi = lo
-    W = len(starts)
+    len(starts)
     slot = np.arange(L)
     starts_a = np.asarray(starts, dtype=np.int64)
     lens_a = np.asarray(lens, dtype=np.int64)

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-
 from kdaliens.sdk.errors import InputError
 from kdaliens.sdk.features import FeatureSpec
+from torch import nn
 
 from .config import RunConfig
 
@@ -72,10 +71,10 @@ def load_model(path: Path) -> tuple[nn.Module, RunConfig, FeatureSpec, dict[str,
         model = StudentRanker(spec, cfg.student)
         model.load_state_dict(p["state_dict"])
     else:
-        from .loop import convert_qat_graph, prepare_qat_graph
+        from .quantize import convert_qat_graph, prepare_qat_graph
 
         prepared, _ = prepare_qat_graph(StudentRanker(spec, cfg.student).eval())
         prepared.load_state_dict(p["state_dict"])
-        model = convert_qat_graph(prepared)
+        return convert_qat_graph(prepared), cfg, spec, p["extra"]  # already in eval mode
     model.eval()
     return model, cfg, spec, p["extra"]

@@ -13,17 +13,17 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from kdaliens.sdk.features import FeatureEncoder
 from torch import nn
 from tqdm.auto import tqdm
-
-from kdaliens.sdk.features import FeatureEncoder
 
 from . import metrics as M
 from .batches import (
@@ -43,6 +43,7 @@ from .data import Prepared
 from .distill import DistillLoss
 from .models.student import StudentRanker
 from .models.teacher import TeacherRanker
+from .quantize import convert_qat_graph, prepare_qat_graph, quantize_embeddings_int8
 
 
 # ------------------------------------------------------------------------------ env
@@ -198,7 +199,7 @@ def _teacher_catalogue_logits(model: TeacherRanker, states: torch.Tensor, cat: d
 
 
 class _TeacherTrainModule(nn.Module):
-    """Wraps the teacher so DDP sees one forward computing both training losses."""
+    """Wraps the teacher so DDP sees one forward computing every training loss."""
 
     def __init__(self, teacher: TeacherRanker):
         super().__init__()
@@ -207,8 +208,13 @@ class _TeacherTrainModule(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor], cat: dict[str, torch.Tensor]):
         out = self.teacher.forward_windows(batch)
         m = batch["win_mask"]
+        # Two-tower part: softmax over the whole catalogue at every position (SASRec).
         logits = _teacher_catalogue_logits(self.teacher, out["states"][m], cat)  # (P, I)
         inter = F.cross_entropy(logits, batch["tgt_item"][m])
+        # Full logit (with the target-aware part): softmax over target + sampled negatives.
+        if "sampled" in out:
+            sampled = out["sampled"][m]  # (P, 1 + K)
+            inter = inter + F.cross_entropy(sampled, torch.zeros(len(sampled), dtype=torch.long))
         lab_mask = batch["tgt_has_label"]
         if lab_mask.any():
             click = F.binary_cross_entropy_with_logits(out["click"][lab_mask], batch["tgt_label"][lab_mask])
@@ -219,25 +225,32 @@ class _TeacherTrainModule(nn.Module):
 
 def teacher_window_pass(model: TeacherRanker, ctx: Context, split_end: np.ndarray, batch: int = 64
                         ) -> dict[str, np.ndarray]:
-    """Causal pass over windows up to ``split_end``; per target event: state, click, att."""
+    """Causal pass over windows up to ``split_end``.
+
+    Per target event: ``state`` (the state before it), ``click`` and ``att``; per input
+    event: ``own`` (its own causal state, the history the teacher attends over).
+    """
     prep = ctx.prep
     win = teacher_windows(prep, ctx.t_enc, ctx.cfg.teacher.history_len, split_end)
     E, D = len(prep.ev_item), ctx.cfg.teacher.dim
     state = np.zeros((E, D), dtype=np.float32)
+    own = np.zeros((E, D), dtype=np.float32)
     att = np.zeros((E, D), dtype=np.float32)
     click = np.zeros(E, dtype=np.float32)
     has = np.zeros(E, dtype=bool)
     model.eval()
     with torch.no_grad():
-        for rows in iterate(len(win), batch, shuffle=False):
-            out = model.forward_windows(to_torch({k: v[rows] for k, v in win.arrays.items()}))
-            tgt = win.target_event[rows]
+        for rows in win.batches(batch, rng=None):
+            arrays, tgt = win.batch(rows)
+            out = model.forward_windows(to_torch(arrays))
             ok = tgt >= 0
-            state[tgt[ok]] = out["states"].numpy()[ok]
+            st = out["states"].numpy()
+            state[tgt[ok]] = st[ok]
+            own[tgt[ok] - 1] = st[ok]  # input event = target - 1
             att[tgt[ok]] = out["att"].numpy()[ok]
             click[tgt[ok]] = out["click"].numpy()[ok]
             has[tgt[ok]] = True
-    return {"state": state, "att": att, "click": click, "has": has}
+    return {"state": state, "own": own, "att": att, "click": click, "has": has}
 
 
 def evaluate_teacher(model: TeacherRanker, ctx: Context, split: str, batch: int = 64) -> dict[str, dict]:
@@ -275,7 +288,7 @@ def _teacher_score(model: TeacherRanker, ctx: Context, d: dict[str, np.ndarray],
             rr = rows[b]
             req = teacher_requests(ctx.prep, ctx.t_enc, d["user"][rr], d["start"][rr], d["n_past"][rr], d["ts"][rr],
                                    cands[b], gaps=ctx.gaps)
-            out[b] = model(to_torch(req))[head].double().numpy()
+            out[b] = model(to_torch(req), with_click=head == "click")[head].double().numpy()
     return out
 
 
@@ -288,13 +301,22 @@ def train_teacher(ctx: Context, env: DistEnv, deadline: float, log: Callable[[st
     rng = np.random.default_rng(cfg.train.seed)
     tw = cfg.train
 
+    negs = NegativeSampler(ctx.prep, cfg.train.seed + 7 + env.rank)
+    window_users = ctx.prep.ev_user[np.maximum(win.target_event.max(1), 0)]
+
     def steps(wrapped: nn.Module, epoch: int):
-        for rows in iterate(len(win), tw.teacher_batch, shuffle=True, rng=rng, rank=env.rank, world=env.world):
-            b = to_torch({k: v[rows] for k, v in win.arrays.items()})
+        for rows in win.batches(tw.teacher_batch, rng, rank=env.rank, world=env.world):
+            arrays, _ = win.batch(rows)
+            if tw.teacher_negatives > 0:
+                B, L = arrays["win_mask"].shape
+                neg_rows = negs.sample(np.repeat(window_users[rows], L), tw.teacher_negatives)
+                for name, v in ctx.prep.item_arrays.items():
+                    arrays["neg_" + name] = v[neg_rows].reshape((B, L, tw.teacher_negatives) + v.shape[1:])
+            b = to_torch(arrays)
             inter, click = wrapped(b, ctx.catalogue)
             yield tw.interaction_weight * inter + tw.click_weight * click, {"inter": float(inter), "click": float(click)}
 
-    n = math.ceil(len(win) / tw.teacher_batch / env.world)
+    n = len(win.batches(tw.teacher_batch, None, env.rank, env.world))
     res = _fit("teacher", trainer, [], tw.epochs, tw.patience, tw.teacher_lr, tw.weight_decay, steps, lambda: n,
                lambda m: evaluate_teacher(m.teacher, ctx, "val"), env, deadline, log)
     res.model = model
@@ -304,18 +326,43 @@ def train_teacher(ctx: Context, env: DistEnv, deadline: float, log: Callable[[st
 # ------------------------------------------------------------------------------ student
 @dataclass
 class TeacherSignals:
-    """Teacher outputs for the student's training events, and its item vectors."""
+    """What the student learns from: teacher outputs for the training events.
+
+    ``state``/``att``/``click`` are per target event (from the causal window pass);
+    ``own`` is each event's own causal state, so the teacher's target-aware interaction
+    logit for any candidate can be computed from stored states without re-running the
+    sequence encoder.
+    """
 
     state: np.ndarray  # (E, D) user state before each event
+    own: np.ndarray  # (E, D) each event's own state
     att: np.ndarray  # (E, D) user interest after target attention on that event's item
     click: np.ndarray  # (E,) click logit of that event's item
     has: np.ndarray  # (E,) bool
     item_vec: np.ndarray  # (I, D)
     item_bias: np.ndarray  # (I,)
+    starts: np.ndarray  # (E,) first event of each event's user
+    history_len: int
+    teacher: TeacherRanker | None = None
+
+    def interaction(self, events: np.ndarray, cands: np.ndarray) -> np.ndarray:
+        """Teacher interaction logits (B, N) of candidate rows for target events."""
+        if self.teacher is None:  # two-tower part only
+            return np.einsum("bd,bnd->bn", self.state[events], self.item_vec[cands]) + self.item_bias[cands]
+        L = self.history_len
+        idx = events[:, None] - L + np.arange(L)[None, :]  # (B, L), newest last
+        valid = idx >= self.starts[events][:, None]
+        states = torch.from_numpy(np.where(valid[..., None], self.own[np.maximum(idx, 0)], 0.0).astype(np.float32))
+        allowed = torch.from_numpy(valid).unsqueeze(1).expand(-1, cands.shape[1], -1)
+        state_q = torch.from_numpy(self.state[events]).unsqueeze(1).expand(-1, cands.shape[1], -1)
+        with torch.no_grad():
+            logits, _ = self.teacher.interaction_logits(torch.from_numpy(self.item_vec[cands]),
+                                                        torch.from_numpy(self.item_bias[cands]), states, state_q,
+                                                        allowed)
+        return logits.numpy()
 
     def for_batch(self, events: np.ndarray, cands: np.ndarray) -> dict[str, torch.Tensor]:
-        inter = np.einsum("bd,bnd->bn", self.state[events], self.item_vec[cands]) + self.item_bias[cands]
-        return {"interaction": torch.from_numpy(inter.astype(np.float32)),
+        return {"interaction": torch.from_numpy(self.interaction(events, cands).astype(np.float32)),
                 "click": torch.from_numpy(self.click[events]),
                 "att": torch.from_numpy(self.att[events]),
                 "kd_mask": torch.from_numpy(self.has[events])}
@@ -323,11 +370,14 @@ class TeacherSignals:
 
 def teacher_signals(model: TeacherRanker, ctx: Context) -> TeacherSignals:
     sig = teacher_window_pass(model, ctx, ctx.train_end)
+    model.eval()
     with torch.no_grad():
         _, vec = model.item_vectors(ctx.catalogue, "cat_")
         bias = model.item_logit_bias(ctx.catalogue, "cat_")
-    return TeacherSignals(state=sig["state"], att=sig["att"], click=sig["click"], has=sig["has"],
-                          item_vec=vec.numpy().astype(np.float32), item_bias=bias.numpy().astype(np.float32))
+    starts = ctx.prep.user_offsets[ctx.prep.ev_user]
+    return TeacherSignals(state=sig["state"], own=sig["own"], att=sig["att"], click=sig["click"], has=sig["has"],
+                          item_vec=vec.numpy().astype(np.float32), item_bias=bias.numpy().astype(np.float32),
+                          starts=starts, history_len=ctx.cfg.teacher.history_len, teacher=model)
 
 
 class _StudentTrainModule(nn.Module):
@@ -357,9 +407,6 @@ class _StudentTrainModule(nn.Module):
         return loss, logs
 
 
-STUDENT_INPUTS_CACHE: dict[int, list[str]] = {}
-
-
 def student_outputs(student: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Run an eager StudentRanker or an exported/QAT graph of it on a batch dict."""
     if isinstance(student, StudentRanker):
@@ -367,15 +414,6 @@ def student_outputs(student: nn.Module, batch: dict[str, torch.Tensor]) -> dict[
     names = student.input_names  # type: ignore[attr-defined]
     inter, click, att = student(*[batch[n] for n in names])
     return {"interaction": inter, "click": click, "att": att}
-
-
-def student_input_names(spec) -> list[str]:
-    """Positional input order of the student graph (and of exported bundles)."""
-    names = ["user_" + f.name for f in spec.user_fields]
-    names += ["hist_" + n for n in spec.history_item_fields or ()]
-    names += ["hist_event", "hist_time_gap", "hist_mask"]
-    names += ["cand_" + f.name for f in spec.item_fields]
-    return names
 
 
 def _student_batch(ctx: Context, rows: np.ndarray, negs: NegativeSampler | None, k: int, seed: int | None):
@@ -442,112 +480,13 @@ def _fit_student(name, trainer, ctx, env, deadline, log, signals, epochs, lr, re
             yield wrapped(b, t, hard_w)
 
     n = math.ceil(len(ctx.train_rows) / tw.batch_size / env.world)
-    extra = list(trainer.distill.parameters()) if trainer.distill is not None else []
     res = _fit(name, trainer, [], epochs, tw.patience, lr, tw.weight_decay, steps, lambda: n,
                lambda m: evaluate_student(m.student, ctx, "val"), env, deadline, log, train_mode, eval_mode)
-    del extra
     res.model = result_model
     return res
 
 
 # ------------------------------------------------------------------------------ QAT
-class StudentGraphIO(nn.Module):
-    """Positional-input wrapper: what torch.export captures (and what bundles run)."""
-
-    def __init__(self, student: StudentRanker):
-        super().__init__()
-        self.student = student
-        self.input_names = student_input_names(student.spec)
-
-    def forward(self, *tensors: torch.Tensor):
-        out = self.student(dict(zip(self.input_names, tensors)))
-        return out["interaction"], out["click"], out["att"]
-
-
-def example_inputs(spec, B: int = 2, N: int = 3) -> tuple[torch.Tensor, ...]:
-    """Synthetic inputs (B users, N candidates, all ids OOV) in the graph's input order.
-
-    B and N are at least 2 so that torch.export keeps them dynamic.
-    """
-    L = spec.history.length
-    out = []
-    for name in student_input_names(spec):
-        if name == "hist_mask":
-            t = torch.ones(B, L, dtype=torch.bool)
-        elif name.startswith("user_"):
-            f = next(f for f in spec.user_fields if "user_" + f.name == name)
-            t = torch.ones((B,) + ((f.width,) if f.kind == "multi" else ()), dtype=torch.long)
-        elif name.startswith("cand_"):
-            f = spec.item_field(name[5:])
-            t = torch.ones((B, N) + ((f.width,) if f.kind == "multi" else ()), dtype=torch.long)
-        elif name in ("hist_event", "hist_time_gap"):
-            t = torch.ones(B, L, dtype=torch.long)
-        else:
-            f = spec.item_field(name[5:])
-            t = torch.ones((B, L) + ((f.width,) if f.kind == "multi" else ()), dtype=torch.long)
-        out.append(t)
-    return tuple(out)
-
-
-def export_student_graph(student: StudentRanker):
-    """torch.export with dynamic batch and candidate dims (history length stays fixed)."""
-    from torch.export import Dim
-
-    io = StudentGraphIO(student).eval()
-    ex = example_inputs(student.spec)
-    b, n = Dim("batch", min=1, max=65536), Dim("n_cand", min=1, max=65536)
-    shapes = []
-    for name, t in zip(io.input_names, ex):
-        if name.startswith("cand_"):
-            shapes.append({0: b, 1: n})
-        else:
-            shapes.append({0: b})
-    # forward(*tensors): the varargs form one tuple argument.
-    return torch.export.export(io, ex, dynamic_shapes=(tuple(shapes),)), io.input_names
-
-
-def quantize_embeddings_int8(model: nn.Module) -> int:
-    """Snap every nn.Embedding to symmetric per-row int8 (what the exported weight-only
-    int8 tables hold) and freeze them. Returns the number of tables."""
-    n = 0
-    for m in model.modules():
-        if isinstance(m, nn.Embedding):
-            with torch.no_grad():
-                w = m.weight
-                scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / 127.0
-                m.weight.copy_(torch.clamp(torch.round(w / scale), -127, 127) * scale)
-            m.weight.requires_grad_(False)
-            n += 1
-    return n
-
-
-def prepare_qat_graph(student: StudentRanker):
-    """Export the student and insert int8 fake quantization (XNNPACK quantizer, QAT)."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
-
-    ep, names = export_student_graph(student)
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
-    prepared = prepare_qat_pt2e(ep.module(), quantizer)
-    prepared.input_names = names
-    return prepared, names
-
-
-def convert_qat_graph(prepared: nn.Module) -> nn.Module:
-    """Fold fake quantization into real int8 quantize/dequantize ops (the int8 model)."""
-    from torchao.quantization.pt2e import move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
-
-    names = prepared.input_names
-    quantized = convert_pt2e(prepared)
-    move_exported_model_to_eval(quantized)
-    quantized.input_names = names
-    return quantized
-
-
 def qat_student(student: StudentRanker, ctx: Context, env: DistEnv, deadline: float, log: Callable[[str], None],
                 signals: TeacherSignals | None) -> FitResult:
     """Fine-tune with int8 fake quantization (PT2E QAT, XNNPACK config), then convert.

@@ -22,13 +22,13 @@ import hashlib
 import importlib.resources
 import io
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
-
 from kdaliens.sdk.errors import InputError
 from kdaliens.sdk.features import normalize_token
 
@@ -79,7 +79,7 @@ class DataConfig:
                 "click_threshold": self.click_threshold, "implicit": self.implicit}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DataConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> DataConfig:
         unknown = set(d) - {"columns", "user_columns", "item_columns", "field_kinds", "click_threshold", "implicit"}
         if unknown:
             raise InputError(f"unknown data config keys: {sorted(unknown)}")

@@ -26,12 +26,12 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
-
 from kdaliens.sdk.errors import InputError
 from kdaliens.sdk.features import (
     CategoricalField,
@@ -42,7 +42,7 @@ from kdaliens.sdk.features import (
 )
 from kdaliens.sdk.history import HistorySpec
 
-from .loaders import DataConfig, Dataset, embedded_path, EMBEDDED, load_dataset
+from .loaders import EMBEDDED, DataConfig, Dataset, embedded_path, load_dataset
 
 PREP_VERSION = 1
 IMPLICIT_EVENT = "interact"
@@ -152,7 +152,7 @@ class Prepared:
         (folder / "meta.json").write_text(json.dumps({"implicit": self.implicit, "meta": self.meta}, indent=1))
 
     @classmethod
-    def load(cls, folder: Path) -> "Prepared":
+    def load(cls, folder: Path) -> Prepared:
         spec = FeatureSpec.from_json((folder / "spec.json").read_text())
         m = json.loads((folder / "meta.json").read_text())
         with np.load(folder / "arrays.npz", allow_pickle=False) as z:

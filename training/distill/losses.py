@@ -17,7 +17,7 @@ and ``kd_mask`` (B,) which rows have teacher signals.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,7 @@ from torch import nn
 
 from ..config import DistillConfig
 
-DISTILLERS: dict[str, type["Distiller"]] = {}
+DISTILLERS: dict[str, type[Distiller]] = {}
 
 
 def register_distiller(name: str) -> Callable[[type], type]:

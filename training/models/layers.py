@@ -10,15 +10,14 @@ by name, so new encoders (SAM, DUMN, SPNN) plug in without touching the teacher:
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+from kdaliens.sdk.features import FeatureSpec, Field, MultiField
 from torch import nn
 
-from kdaliens.sdk.features import FeatureSpec, Field, MultiField
-
-SEQUENCE_ENCODERS: dict[str, type["SequenceEncoder"]] = {}
-INTERACTION_BLOCKS: dict[str, type["InteractionBlock"]] = {}
+SEQUENCE_ENCODERS: dict[str, type[SequenceEncoder]] = {}
+INTERACTION_BLOCKS: dict[str, type[InteractionBlock]] = {}
 
 
 def register_sequence_encoder(name: str) -> Callable[[type], type]:

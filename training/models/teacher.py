@@ -3,9 +3,12 @@
 TeacherRanker = field embeddings + ALIEN interaction block + sequence encoder over a
 long history + target attention + MLP head. It has two outputs per (history, item):
 
-* an *interaction* logit, ``state . item_vector``: will the user interact with this item
-  next? Trained SASRec-style with a softmax over the catalogue at every history position,
-  which is what ranks items against ones the user never touched;
+* an *interaction* logit: will the user interact with this item next? A two-tower part,
+  ``state . item_vector + bias``, trained SASRec-style with a softmax over the whole
+  catalogue at every history position, plus a target-aware part (target attention from
+  the item over the history, then a small MLP) trained with a softmax over the target
+  and sampled unobserved items. This is what ranks items against ones the user never
+  touched;
 * a *click* logit: given an interaction, is it a click (rating >= 4)? Computed by target
   attention from the item over the encoded history, then the ALIEN block over the user's
   fields, the item's fields, the attention output and the sequence state, then an MLP.
@@ -26,9 +29,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
-
 from kdaliens.sdk.features import FeatureSpec
+from torch import nn
 
 from ..config import TeacherConfig
 from . import blocks  # noqa: F401  (registers the default parts)
@@ -95,6 +97,9 @@ class TeacherRanker(nn.Module):
         self.click_head = MLP(n_fields * d, cfg.mlp, 1, cfg.dropout)
         self.item_bias = nn.Embedding(spec.item_field(spec.item_id_field).cardinality, 1)
         nn.init.zeros_(self.item_bias.weight)
+        # Target-aware part of the interaction logit (DIN-style): the item against what
+        # target attention found in the history.
+        self.interaction_head = MLP(4 * d, (d,), 1, cfg.dropout)
 
     # -------------------------------------------------------------------- parts
     def item_vectors(self, arrays: dict[str, torch.Tensor], prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,36 +139,69 @@ class TeacherRanker(nn.Module):
         logit = self.click_head(z.flatten(1)).view(B, Q)
         return logit, att
 
+    def interaction_logits(self, item_vec: torch.Tensor, item_bias: torch.Tensor, states: torch.Tensor,
+                           state_q: torch.Tensor, allowed: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Interaction logits (B, Q) = two-tower ``state . item`` + bias + target-aware term.
+
+        item_vec (B, Q, D), item_bias (B, Q), states (B, L, D), state_q (B, Q, D),
+        allowed (B, Q, L). Also returns the attention output (B, Q, D).
+        """
+        att = self.target_attention(item_vec, states, allowed)  # (B, Q, D)
+        aware = self.interaction_head(torch.cat([item_vec, att, item_vec * att, state_q], dim=-1)).squeeze(-1)
+        return (item_vec * state_q).sum(-1) + item_bias + aware, att
+
     # -------------------------------------------------------------------- entry points
     def forward_windows(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Causal pass over windows; position p's next event is ``tgt_*`` at p.
 
-        Returns ``states`` (B, L, D), ``click`` (B, L) logits for the targets and
-        ``att`` (B, L, D), the user-interest vectors after target attention.
+        With ``neg_*`` arrays (B, L, K): K sampled unobserved items per position.
+
+        Returns ``states`` (B, L, D), ``click`` (B, L) logits for the targets, ``att``
+        (B, L, D) (the user-interest vectors after target attention) and, with
+        negatives, ``sampled`` (B, L, 1 + K) interaction logits (target first).
         """
         states = self.encode_history(batch, "win_", causal=True)  # (B, L, D)
         tf, tv = self.item_vectors(batch, "tgt_")  # (B, L, Fi, D), (B, L, D)
-        L = states.shape[1]
+        B, L, D = states.shape
         causal = torch.tril(torch.ones(L, L, dtype=torch.bool, device=states.device))
         allowed = causal.unsqueeze(0) & batch["win_mask"].unsqueeze(1)  # (B, L, L)
         users = {k: v for k, v in batch.items() if k.startswith("user_")}
         click, att = self.click_logits(users, tf, tv, states, states, allowed)
-        return {"states": states, "click": click, "att": att}
+        out = {"states": states, "click": click, "att": att}
+        if "neg_" + self.spec.item_id_field in batch:
+            _, nv = self.item_vectors(batch, "neg_")  # (B, L, K, D)
+            K = nv.shape[2]
+            items = torch.cat([tv.unsqueeze(2), nv], dim=2).reshape(B, L * (1 + K), D)
+            bias = torch.cat([self.item_logit_bias(batch, "tgt_").unsqueeze(2),
+                              self.item_logit_bias(batch, "neg_")], dim=2).reshape(B, L * (1 + K))
+            rep = lambda t: t.repeat_interleave(1 + K, dim=1)  # noqa: E731  (B, L, ...) -> (B, L*(1+K), ...)
+            logits, _ = self.interaction_logits(items, bias, states, rep(states), rep(allowed))
+            out["sampled"] = logits.view(B, L, 1 + K)
+        return out
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor], with_click: bool = True) -> dict[str, torch.Tensor]:
         """Score ``cand_*`` (B, N) against one history per row (``hist_*``, (B, L)).
 
         Returns ``interaction`` (B, N) and ``click`` (B, N) logits, ``state`` (B, D)
-        and ``att`` (B, N, D).
+        and ``att`` (B, N, D). ``with_click=False`` skips the click head (ranking only).
         """
         # Causal, as in training: the last slot's state is then the same function of the
         # history as every training position's state.
         states = self.encode_history(batch, "hist_", causal=True)  # (B, L, D)
-        state = states[:, -1]  # newest event sits in the last slot
+        return self.score_with_states(batch, states, batch["hist_mask"], with_click)
+
+    def score_with_states(self, batch: dict[str, torch.Tensor], states: torch.Tensor, mask: torch.Tensor,
+                          with_click: bool = True) -> dict[str, torch.Tensor]:
+        """Score ``cand_*`` given already-encoded history states (B, L, D), newest last."""
+        state = states[:, -1]
         cf, cv = self.item_vectors(batch, "cand_")  # (B, N, Fi, D), (B, N, D)
         B, N = cv.shape[:2]
-        interaction = (cv * state.unsqueeze(1)).sum(-1) + self.item_logit_bias(batch, "cand_")
-        allowed = batch["hist_mask"].unsqueeze(1).expand(B, N, -1)
+        allowed = mask.unsqueeze(1).expand(B, N, -1)
+        state_q = state.unsqueeze(1).expand(B, N, -1)
+        interaction, _ = self.interaction_logits(cv, self.item_logit_bias(batch, "cand_"), states, state_q, allowed)
+        if not with_click:
+            return {"interaction": interaction, "state": state}
         users = {k: v for k, v in batch.items() if k.startswith("user_")}
-        click, att = self.click_logits(users, cf, cv, states, state.unsqueeze(1).expand(B, N, -1), allowed)
+        click, att = self.click_logits(users, cf, cv, states, state_q, allowed)
         return {"interaction": interaction, "click": click, "state": state, "att": att}

@@ -1,0 +1,143 @@
+"""int8 for the student: the quantizer config, QAT graph preparation and conversion.
+
+Export (``kdaliens.export``) uses the same functions, so the graph QAT trained is the
+graph that ships:
+
+* linear layers: int8 per-channel symmetric weights and int8 activations, from the
+  XNNPACK quantizer — except the output layer, whose logits keep full precision (int8
+  logits would tie many candidates and cost ranking quality);
+* element-wise add/mul/cat and the attention matmuls stay fp32 (XNNPACK runs them in
+  fp32 either way);
+* embedding tables: int8 per row, weight-only (what torchao's weight-only int8 stores).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .models.student import StudentRanker
+
+
+def student_input_names(spec) -> list[str]:
+    """Positional input order of the student graph (and of exported bundles)."""
+    names = ["user_" + f.name for f in spec.user_fields]
+    names += ["hist_" + n for n in spec.history_item_fields or ()]
+    names += ["hist_event", "hist_time_gap", "hist_mask"]
+    names += ["cand_" + f.name for f in spec.item_fields]
+    return names
+
+
+class StudentGraphIO(nn.Module):
+    """Positional-input wrapper: what torch.export captures (and what bundles run)."""
+
+    def __init__(self, student: StudentRanker):
+        super().__init__()
+        self.student = student
+        self.input_names = student_input_names(student.spec)
+
+    def forward(self, *tensors: torch.Tensor):
+        out = self.student(dict(zip(self.input_names, tensors)))
+        return out["interaction"], out["click"], out["att"]
+
+
+def example_inputs(spec, B: int = 2, N: int = 3) -> tuple[torch.Tensor, ...]:
+    """Synthetic inputs (B users, N candidates, all ids OOV) in the graph's input order.
+
+    B and N are at least 2 so that torch.export keeps them dynamic.
+    """
+    L = spec.history.length
+    out = []
+    for name in student_input_names(spec):
+        if name == "hist_mask":
+            t = torch.ones(B, L, dtype=torch.bool)
+        elif name.startswith("user_"):
+            f = next(f for f in spec.user_fields if "user_" + f.name == name)
+            t = torch.ones((B,) + ((f.width,) if f.kind == "multi" else ()), dtype=torch.long)
+        elif name.startswith("cand_"):
+            f = spec.item_field(name[5:])
+            t = torch.ones((B, N) + ((f.width,) if f.kind == "multi" else ()), dtype=torch.long)
+        elif name in ("hist_event", "hist_time_gap"):
+            t = torch.ones(B, L, dtype=torch.long)
+        else:
+            f = spec.item_field(name[5:])
+            t = torch.ones((B, L) + ((f.width,) if f.kind == "multi" else ()), dtype=torch.long)
+        out.append(t)
+    return tuple(out)
+
+
+def export_student_graph(student: StudentRanker):
+    """torch.export with dynamic batch and candidate dims (history length stays fixed)."""
+    from torch.export import Dim
+
+    io = StudentGraphIO(student).eval()
+    ex = example_inputs(student.spec)
+    b, n = Dim("batch", min=1, max=65536), Dim("n_cand", min=1, max=65536)
+    shapes = []
+    for name, _t in zip(io.input_names, ex):
+        if name.startswith("cand_"):
+            shapes.append({0: b, 1: n})
+        else:
+            shapes.append({0: b})
+    # forward(*tensors): the varargs form one tuple argument.
+    return torch.export.export(io, ex, dynamic_shapes=(tuple(shapes),)), io.input_names
+
+
+def quantize_embeddings_int8(model: nn.Module) -> int:
+    """Snap every nn.Embedding to symmetric per-row int8 (what the exported weight-only
+    int8 tables hold) and freeze them. Returns the number of tables."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, nn.Embedding):
+            with torch.no_grad():
+                w = m.weight
+                scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / 127.0
+                m.weight.copy_(torch.clamp(torch.round(w / scale), -127, 127) * scale)
+            m.weight.requires_grad_(False)
+            n += 1
+    return n
+
+
+def student_quantizer(student: StudentRanker, is_qat: bool):
+    """XNNPACK quantizer limited to the student's hidden linear layers (see module doc)."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    output_layer = f"student.head.{len(student.head) - 1}"
+
+    def hidden_linear(node: torch.fx.Node) -> bool:
+        stack = node.meta.get("nn_module_stack")
+        if not stack:
+            return False
+        name, kind = list(stack.values())[-1]
+        return str(kind).endswith(("Linear", "ReLU")) and name != output_layer
+
+    q = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat))
+    q.set_filter_function(hidden_linear)
+    return q
+
+
+def prepare_qat_graph(student: StudentRanker):
+    """Export the student and insert int8 fake quantization (QAT)."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+    ep, names = export_student_graph(student)
+    prepared = prepare_qat_pt2e(ep.module(), student_quantizer(student, is_qat=True))
+    prepared.input_names = names
+    return prepared, names
+
+
+def convert_qat_graph(prepared: nn.Module) -> nn.Module:
+    """Fold fake quantization into real int8 quantize/dequantize ops (the int8 model)."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    names = prepared.input_names
+    quantized = convert_pt2e(prepared)
+    move_exported_model_to_eval(quantized)
+    quantized.input_names = names
+    return quantized
+
+
