@@ -21,3 +21,14 @@ def _seed():
     random.seed(0)
     np.random.seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A tiny trained run on the real MovieLens-100K (about 30 s), shared by all tests."""
+    from kdaliens.training.config import tiny_config
+    from kdaliens.training.pipeline import run
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    metrics = run("movielens-100k", out, tiny_config(), log=lambda s: None)
+    return out, metrics

@@ -112,7 +112,8 @@ def student_quantizer(student: StudentRanker, is_qat: bool):
         if not stack:
             return False
         name, kind = list(stack.values())[-1]
-        return str(kind).endswith(("Linear", "ReLU")) and name != output_layer
+        is_output = name == output_layer or name.endswith("." + output_layer)
+        return str(kind).endswith(("Linear", "ReLU")) and not is_output
 
     q = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat))
     q.set_filter_function(hidden_linear)

@@ -1,0 +1,44 @@
+"""``kdaliens-export``: lower a run's student to an ExecuTorch, ONNX or LiteRT bundle.
+
+    kdaliens-export --target executorch --run runs/ml100k --out bundles/executorch [--quantize int8|none]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kdaliens.sdk.errors import KdaliensError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kdaliens-export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", required=True, choices=["executorch", "onnx", "tflite"])
+    p.add_argument("--run", required=True, help="run directory written by kdaliens-train")
+    p.add_argument("--out", required=True, help="bundle directory to write (replaced atomically)")
+    p.add_argument("--quantize", default="int8", choices=["int8", "none"], help="default: int8")
+    p.add_argument("--max-candidates", type=int, default=512,
+                   help="most candidates per model call; the SDK chunks longer lists (default 512)")
+    p.add_argument("--tolerance", type=float, default=0.002,
+                   help="largest AUC drop against the reference before the bundle is refused (default 0.002)")
+    p.add_argument("--parity-limit", type=int, default=None,
+                   help="score only this many held-out requests in the parity gate (default: all)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .api import export_bundle
+
+    try:
+        export_bundle(args.run, args.target, args.out, quantize=args.quantize, max_candidates=args.max_candidates,
+                      tolerance=args.tolerance, parity_limit=args.parity_limit)
+    except KdaliensError as e:
+        print(f"kdaliens-export: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""ExecuTorch target: the student as a ``.pte`` for the XNNPACK delegate.
+
+Recipe (see ../shared/RUNTIMES.md for why each step is there):
+
+1. int8 only: embedding tables weight-only int8 per row (torchao ``IntxWeightOnlyConfig``,
+   ``PerAxis(0)``); the tables are most of the file.
+2. ``torch.export`` with a dynamic candidate dimension (``Dim("n_cand", 1, max)``); the
+   history has a fixed length and a mask, because XNNPACK takes one dynamic dimension.
+3. int8 only: PT2E with the XNNPACK quantizer on the hidden linear layers
+   (:func:`kdaliens.training.quantize.student_quantizer`, the recipe QAT trained with),
+   calibrated on real requests, starting from the QAT student's weights.
+4. ``to_edge_transform_and_lower`` with the XNNPACK partitioner (an ETRecord is kept for
+   per-operator profiling), then ``to_executorch`` with quant fusion and constant
+   propagation, which turns the int8 tables into ``embedding_byte`` kernels.
+
+What XNNPACK did not take is logged and returned, so a regression that splits the graph
+shows up in the export summary.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .exportable import Exportable
+
+
+def _dynamic_shapes(exp: Exportable, max_candidates: int):
+    from torch.export import Dim
+
+    n = Dim("n_cand", min=1, max=max_candidates)
+    shapes = tuple({1: n} if name.startswith("cand_") else None for name in exp.input_names)
+    return (shapes,)  # forward(*tensors): one tuple argument
+
+
+def _quantize_embeddings(module: nn.Module) -> int:
+    from torchao.quantization.granularity import PerAxis
+    from torchao.quantization.quant_api import IntxWeightOnlyConfig, quantize_
+
+    n = 0
+    for m in module.modules():
+        if isinstance(m, nn.Embedding):
+            # padding_idx only shapes gradients; with it, aten.embedding takes a third
+            # argument and ExecuTorch's embedding_byte fusion pattern does not match.
+            m.padding_idx = None
+            n += 1
+    quantize_(module, IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)),
+              lambda m, fqn: isinstance(m, nn.Embedding))
+    return n
+
+
+def delegation_report(edge_program) -> dict[str, Any]:
+    """Operators left outside the XNNPACK delegate (they run on portable kernels)."""
+    gm = edge_program.exported_program().graph_module
+    delegated, other = 0, Counter()
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = getattr(node.target, "__name__", str(node.target))
+        if "executorch_call_delegate" in name:
+            delegated += 1
+        elif name not in ("getitem",):
+            other[name] += 1
+    return {"delegate_calls": delegated, "not_delegated": dict(other.most_common())}
+
+
+def export_to_executorch(exp: Exportable, out_dir: Path, quantize: str = "int8", max_candidates: int = 512,
+                         calibration: list[tuple[torch.Tensor, ...]] | None = None,
+                         log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Lower the student to ``out_dir/model.pte`` (+ ``model.etrecord``).
+
+    Args:
+        exp: the student (:func:`kdaliens.export.exportable.load_exportable`).
+        out_dir: where to write; files appear only when complete.
+        quantize: ``"int8"`` or ``"none"``.
+        max_candidates: upper bound of the dynamic candidate dimension (memory is
+            planned for it; larger requests are chunked by the SDK).
+        calibration: real requests (tuples in input order) for int8 activation ranges.
+
+    Returns:
+        ``model_file``, ``files``, ``signature``, ``quantization`` and ``delegation``.
+    """
+    import copy
+
+    import executorch.kernels.quantized  # noqa: F401  (registers embedding_byte etc.)
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes import MemoryPlanningPass
+    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
+
+    out_dir = Path(out_dir)
+    module = copy.deepcopy(exp.module).eval()
+    example = exp.example_inputs(n_cand=4)
+    shapes = _dynamic_shapes(exp, max_candidates)
+    quant_info: dict[str, Any] = {"scheme": "none"}
+    with torch.no_grad():
+        if quantize == "int8":
+            from kdaliens.training.quantize import student_quantizer
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+            n_tables = _quantize_embeddings(module)
+            log(f"[executorch] {n_tables} embedding tables -> int8 per row (weight-only)")
+            ep = torch.export.export(module, example, dynamic_shapes=shapes)
+            student = exp.module.inner.student
+            prepared = prepare_pt2e(ep.module(), student_quantizer(student, is_qat=False))
+            batches = calibration or [exp.example_inputs(n_cand=32, seed=s) for s in range(8)]
+            for args in batches:
+                prepared(*args)
+            quantized = convert_pt2e(prepared)
+            log(f"[executorch] PT2E int8 (XNNPACK quantizer, hidden linear layers), calibrated on {len(batches)} requests")
+            # The converted graph takes the inputs as flat positional arguments.
+            ep = torch.export.export(quantized, example, dynamic_shapes=shapes[0])
+            quant_info = {"scheme": "int8", "linear": "PT2E XNNPACK static int8, per-channel weights",
+                          "embeddings": "torchao IntxWeightOnly int8 PerAxis(0)", "calibration_requests": len(batches),
+                          "weights_from": Path(exp.source_checkpoint).name}
+        else:
+            ep = torch.export.export(module, example, dynamic_shapes=shapes)
+        # The exported PyTorch graph (int8 q/dq included) is the parity reference.
+        reference = ep.module()
+        edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()], generate_etrecord=True)
+        report = delegation_report(edge)
+        if report["not_delegated"]:
+            log(f"[executorch] not delegated to XNNPACK: {report['not_delegated']}")
+        program = edge.to_executorch(ExecutorchBackendConfig(
+            do_quant_fusion_and_const_prop=True,
+            memory_planning_pass=MemoryPlanningPass(alloc_graph_input=True, alloc_graph_output=True),
+            sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
+        ))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, write in (("model.pte", lambda f: program.write_to_file(f)),
+                        ("model.etrecord", None)):
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=out_dir)
+        os.close(fd)
+        try:
+            if write is not None:
+                with open(tmp, "wb") as f:
+                    write(f)
+            else:
+                program.get_etrecord().save(tmp)
+            os.replace(tmp, out_dir / name)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        files[name] = (out_dir / name).stat().st_size
+    log(f"[executorch] wrote model.pte ({files['model.pte'] / 1024:.1f} KB), {report['delegate_calls']} XNNPACK "
+        "delegate call(s)")
+    signature = {"inputs": exp.input_specs("n_cand"),
+                 "outputs": [{"name": n, "dtype": "float32", "shape": [1, "n_cand"]} for n in exp.output_names],
+                 "max_candidates": int(max_candidates), "method": "forward"}
+    return {"model_file": "model.pte", "files": list(files), "signature": signature, "quantization": quant_info,
+            "delegation": report, "reference": reference}

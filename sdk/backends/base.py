@@ -1,0 +1,75 @@
+"""The small interface every runtime backend implements, and the backend registry."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailable, InputError
+
+# backend name -> (module, class, bundle target it runs, pip extra that installs it)
+BACKENDS: dict[str, tuple[str, str, str, str]] = {
+    "executorch": ("executorch", "ExecuTorchBackend", "executorch", "kdaliens[executorch]"),
+    "onnxruntime": ("onnxruntime", "OnnxRuntimeBackend", "onnx", "kdaliens[onnxruntime]"),
+    "litert": ("litert", "LiteRTBackend", "tflite", "kdaliens[litert]"),
+}
+
+
+def backend_for_target(target: str) -> str:
+    for name, (_, _, t, _) in BACKENDS.items():
+        if t == target:
+            return name
+    raise InputError(f"no backend runs bundle target {target!r}")
+
+
+class Backend:
+    """Runs one exported model.
+
+    Args:
+        model_path: the model file inside the bundle.
+        manifest: the bundle manifest (signature, candidate limits or buckets).
+        threads: intra-op threads.
+
+    Subclasses implement :meth:`_run` on arrays already in the manifest's dtypes, with
+    at most :attr:`max_candidates` candidates.
+    """
+
+    name = "base"
+
+    def __init__(self, model_path: Path, manifest: Mapping[str, Any], threads: int = 1):
+        self.model_path = Path(model_path)
+        self.manifest = manifest
+        self.threads = int(threads)
+        sig = manifest["signature"]
+        self.input_names: list[str] = [i["name"] for i in sig["inputs"]]
+        self.input_dtypes: dict[str, np.dtype] = {i["name"]: np.dtype(i["dtype"]) for i in sig["inputs"]}
+        self.max_candidates: int = int(sig["max_candidates"])
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Score one request. ``inputs`` holds every signature input; candidates (1, N)."""
+        arrays = {n: np.ascontiguousarray(inputs[n], dtype=self.input_dtypes[n]) for n in self.input_names}
+        return self._run(arrays)
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # pragma: no cover
+        raise NotImplementedError
+
+
+def get_backend(name: str) -> type[Backend]:
+    """The backend class; raises BackendUnavailable naming the extra when its runtime is missing."""
+    if name not in BACKENDS:
+        raise InputError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)} or 'auto'")
+    module, cls, _, _ = BACKENDS[name]
+    # Our backend modules import their runtime lazily, in the constructor.
+    mod = importlib.import_module(f"{__package__}.{module}")
+    return getattr(mod, cls)
+
+
+def unavailable(name: str, err: BaseException) -> BackendUnavailable:
+    """The error a backend raises when its runtime cannot be imported."""
+    extra = BACKENDS[name][3]
+    return BackendUnavailable(f"backend {name!r} needs a runtime that is not installed ({err}); "
+                              f"install it with: pip install '{extra}'")
