@@ -16,7 +16,7 @@ from .bundle import staging_dir, write_bundle
 from .exportable import Exportable, load_exportable
 from .parity import check_parity, load_requests, torch_runner
 
-DEFAULT_BUCKETS = (16, 64, 256, 512)
+DEFAULT_BUCKETS = (16, 64, 128, 256, 512)
 
 
 def _lower(target: str, exp: Exportable, staging: Path, quantize: str, max_candidates: int, requests,

@@ -8,7 +8,6 @@ the source run's metrics.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,57 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 1
-TARGETS = ("executorch", "onnx", "tflite")
-REQUIRED_KEYS = ("format_version", "target", "quantization", "model_file", "artifacts", "signature", "feature_spec",
-                 "history_sampler", "parity", "source")
+from kdaliens.sdk.bundle import FORMAT_VERSION, sha256_file, validate_manifest
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def validate_manifest(m: Any) -> list[str]:
-    """Problems with a manifest's schema (empty when it is valid)."""
-    problems = []
-    if not isinstance(m, dict):
-        return ["manifest is not a JSON object"]
-    for k in REQUIRED_KEYS:
-        if k not in m:
-            problems.append(f"missing key {k!r}")
-    if problems:
-        return problems
-    if m["format_version"] != FORMAT_VERSION:
-        problems.append(f"format_version {m['format_version']!r} != {FORMAT_VERSION}")
-    if m["target"] not in TARGETS:
-        problems.append(f"target {m['target']!r} not in {TARGETS}")
-    if m["quantization"] not in ("int8", "none"):
-        problems.append(f"quantization {m['quantization']!r} not int8/none")
-    if not isinstance(m["artifacts"], dict) or m["model_file"] not in m["artifacts"]:
-        problems.append("artifacts must map file names to sha256 and include model_file")
-    else:
-        for f, h in m["artifacts"].items():
-            if not (isinstance(h, str) and len(h) == 64):
-                problems.append(f"artifact {f!r}: sha256 must be 64 hex characters")
-            if "/" in f or "\\" in f or f.startswith("."):
-                problems.append(f"artifact {f!r}: must be a plain file name")
-    sig = m["signature"]
-    if not isinstance(sig, dict) or not {"inputs", "outputs", "max_candidates"} <= set(sig):
-        problems.append("signature needs inputs, outputs and max_candidates")
-    else:
-        for i in sig["inputs"]:
-            if not {"name", "dtype", "shape"} <= set(i):
-                problems.append(f"signature input {i!r} needs name, dtype and shape")
-        if [o.get("name") for o in sig["outputs"]] != ["score", "click"]:
-            problems.append("signature outputs must be score, click")
-    for k in ("max_abs_diff", "auc_reference", "auc_exported"):
-        if k not in m["parity"]:
-            problems.append(f"parity lacks {k!r}")
-    return problems
+__all__ = ["FORMAT_VERSION", "sha256_file", "staging_dir", "validate_manifest", "write_bundle"]
 
 
 def write_bundle(out: Path, files_dir: Path, manifest: dict[str, Any], force: bool = True) -> Path:

@@ -4,6 +4,7 @@ A backend's runtime (executorch, onnxruntime, ai_edge_litert, tflite_runtime) is
 imported inside that backend, when it is chosen.
 """
 
+from .bundle import Bundle
 from .errors import BackendUnavailable, BundleError, InputError, KdaliensError
 from .features import (
     CategoricalField,
@@ -18,6 +19,7 @@ from .history import HistorySampler, HistorySpec
 
 __all__ = [
     "BackendUnavailable",
+    "Bundle",
     "BundleError",
     "CategoricalField",
     "FeatureEncoder",

@@ -32,3 +32,14 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny-run")
     metrics = run("movielens-100k", out, tiny_config(), log=lambda s: None)
     return out, metrics
+
+
+@pytest.fixture(scope="session")
+def et_bundle(tiny_run, tmp_path_factory):
+    """An fp32 ExecuTorch bundle of the tiny run (parity on 200 requests)."""
+    from kdaliens.export.api import export_bundle
+
+    run_dir, _ = tiny_run
+    out = tmp_path_factory.mktemp("bundles") / "executorch"
+    export_bundle(run_dir, "executorch", out, quantize="none", parity_limit=200, log=lambda s: None)
+    return out

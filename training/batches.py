@@ -146,6 +146,9 @@ def teacher_windows(prep: Prepared, enc: FeatureEncoder, L: int, split_end: np.n
     g = gaps[ev_in]
     g[~valid] = PAD_ID
     arrays["win_event"], arrays["win_gap"], arrays["win_mask"] = ev, g, valid
+    tg = gaps[ev_tg]
+    tg[~valid] = PAD_ID
+    arrays["tgt_gap"] = tg  # time from the previous event to the target: its query gap
     arrays["tgt_item"] = np.where(valid, prep.ev_item[ev_tg], 0)
     lab = prep.ev_label[ev_tg]
     arrays["tgt_label"] = np.where(valid & np.isfinite(lab), lab, 0.0)
@@ -164,6 +167,10 @@ def teacher_requests(prep: Prepared, enc: FeatureEncoder, users: np.ndarray, sta
                            extra={"gap": gaps})
     h.pop("hist_time_gap")  # the teacher encodes time since the previous event instead
     out = dict(h)
+    n_past = np.asarray(n_past)
+    last_ts = prep.ev_ts[np.maximum(np.asarray(starts) + n_past - 1, 0)]
+    qg = enc.encode_time_gaps(np.asarray(now, dtype=np.float64), last_ts)
+    out["query_gap"] = np.where(n_past > 0, qg, OOV_ID)  # cold start: no previous event
     out.update(user_arrays(prep, users))
     out.update(item_arrays(prep, cand_rows, "cand_"))
     return out

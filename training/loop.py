@@ -244,9 +244,8 @@ def teacher_window_pass(model: TeacherRanker, ctx: Context, split_end: np.ndarra
             arrays, tgt = win.batch(rows)
             out = model.forward_windows(to_torch(arrays))
             ok = tgt >= 0
-            st = out["states"].numpy()
-            state[tgt[ok]] = st[ok]
-            own[tgt[ok] - 1] = st[ok]  # input event = target - 1
+            state[tgt[ok]] = out["query"].numpy()[ok]
+            own[tgt[ok] - 1] = out["states"].numpy()[ok]  # input event = target - 1
             att[tgt[ok]] = out["att"].numpy()[ok]
             click[tgt[ok]] = out["click"].numpy()[ok]
             has[tgt[ok]] = True
@@ -334,7 +333,7 @@ class TeacherSignals:
     sequence encoder.
     """
 
-    state: np.ndarray  # (E, D) user state before each event
+    state: np.ndarray  # (E, D) query state before each event (sequence state + query gap)
     own: np.ndarray  # (E, D) each event's own state
     att: np.ndarray  # (E, D) user interest after target attention on that event's item
     click: np.ndarray  # (E,) click logit of that event's item

@@ -21,7 +21,9 @@ Two ways in:
 
 History inputs (from the SDK's encoder): ``hist_<item field>``, ``hist_event``,
 ``hist_gap`` (time since the previous event, bucketized with the spec's time-gap
-buckets) and ``hist_mask``. Windows use the ``win_`` prefix for the same arrays.
+buckets) and ``hist_mask``, plus ``query_gap`` (B,), the time from the newest event to
+the request. Windows use the ``win_`` prefix for the same arrays and ``tgt_gap`` for
+each target's query gap.
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ class TeacherRanker(nn.Module):
         self.users = FieldEmbedding(list(spec.user_fields), d) if spec.user_fields else None
         self.event_emb = nn.Embedding(spec.event_field.cardinality, d, padding_idx=0)
         self.gap_emb = nn.Embedding(spec.time_gap_field.cardinality, d, padding_idx=0)
+        # Time between the newest history event and the request ("now"): the same
+        # buckets, its own table. It tells a burst from a return after months.
+        self.query_gap_emb = nn.Embedding(spec.time_gap_field.cardinality, d, padding_idx=0)
         self.pos_emb = nn.Embedding(self.L, d)
         self.in_norm = nn.LayerNorm(d)
         self.drop = nn.Dropout(cfg.dropout)
@@ -151,6 +156,10 @@ class TeacherRanker(nn.Module):
         aware = self.interaction_head(torch.cat([item_vec, att, item_vec * att, state_q], dim=-1)).squeeze(-1)
         return (item_vec * state_q).sum(-1) + item_bias + aware, att
 
+    def query_state(self, state: torch.Tensor, query_gap: torch.Tensor) -> torch.Tensor:
+        """The state a request is scored from: the sequence state plus the query gap."""
+        return state + self.query_gap_emb(query_gap)
+
     # -------------------------------------------------------------------- entry points
     def forward_windows(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Causal pass over windows; position p's next event is ``tgt_*`` at p.
@@ -167,8 +176,9 @@ class TeacherRanker(nn.Module):
         causal = torch.tril(torch.ones(L, L, dtype=torch.bool, device=states.device))
         allowed = causal.unsqueeze(0) & batch["win_mask"].unsqueeze(1)  # (B, L, L)
         users = {k: v for k, v in batch.items() if k.startswith("user_")}
-        click, att = self.click_logits(users, tf, tv, states, states, allowed)
-        out = {"states": states, "click": click, "att": att}
+        query = self.query_state(states, batch["tgt_gap"])  # (B, L, D)
+        click, att = self.click_logits(users, tf, tv, states, query, allowed)
+        out = {"states": states, "query": query, "click": click, "att": att}
         if "neg_" + self.spec.item_id_field in batch:
             _, nv = self.item_vectors(batch, "neg_")  # (B, L, K, D)
             K = nv.shape[2]
@@ -176,7 +186,7 @@ class TeacherRanker(nn.Module):
             bias = torch.cat([self.item_logit_bias(batch, "tgt_").unsqueeze(2),
                               self.item_logit_bias(batch, "neg_")], dim=2).reshape(B, L * (1 + K))
             rep = lambda t: t.repeat_interleave(1 + K, dim=1)  # noqa: E731  (B, L, ...) -> (B, L*(1+K), ...)
-            logits, _ = self.interaction_logits(items, bias, states, rep(states), rep(allowed))
+            logits, _ = self.interaction_logits(items, bias, states, rep(query), rep(allowed))
             out["sampled"] = logits.view(B, L, 1 + K)
         return out
 
@@ -194,7 +204,7 @@ class TeacherRanker(nn.Module):
     def score_with_states(self, batch: dict[str, torch.Tensor], states: torch.Tensor, mask: torch.Tensor,
                           with_click: bool = True) -> dict[str, torch.Tensor]:
         """Score ``cand_*`` given already-encoded history states (B, L, D), newest last."""
-        state = states[:, -1]
+        state = self.query_state(states[:, -1], batch["query_gap"])  # (B, D)
         cf, cv = self.item_vectors(batch, "cand_")  # (B, N, Fi, D), (B, N, D)
         B, N = cv.shape[:2]
         allowed = mask.unsqueeze(1).expand(B, N, -1)
