@@ -26,14 +26,9 @@ BUCKETS = (16, 64, 128)
 
 
 @pytest.fixture(scope="module")
-def litert_run(tmp_path_factory):
-    from kdaliens.training.config import tiny_config
-    from kdaliens.training.pipeline import run
-
-    out = tmp_path_factory.mktemp("litert-run")
-    # A short budget: these tests check lowering and runtime parity, not model quality.
-    run("movielens-100k", out, tiny_config(max_minutes=0.2), log=lambda s: None)
-    return out
+def litert_run(tiny_run):
+    """The session's tiny trained run (QAT weights included)."""
+    return tiny_run[0]
 
 
 def _export(run_dir: Path, out: Path, quantize: str):
