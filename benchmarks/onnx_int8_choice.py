@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
 from kdaliens.export.exportable import load_exportable
 from kdaliens.export.onnx import METHODS, example_requests, export_to_onnx, ort_session, score_parity, time_runs
 from kdaliens.training import metrics as M

@@ -102,8 +102,9 @@ def export_to_executorch(exp: Exportable, out_dir: Path, quantize: str = "int8",
     quant_info: dict[str, Any] = {"scheme": "none"}
     with torch.no_grad():
         if quantize == "int8":
-            from kdaliens.training.quantize import student_quantizer
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+            from kdaliens.training.quantize import student_quantizer
 
             n_tables = _quantize_embeddings(module)
             log(f"[executorch] {n_tables} embedding tables -> int8 per row (weight-only)")

@@ -19,13 +19,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from kdaliens.sdk.errors import InputError
 from kdaliens.sdk.features import FeatureSpec
 from kdaliens.training.checkpoint import load_model, read_checkpoint
 from kdaliens.training.config import RunConfig
 from kdaliens.training.models.student import StudentRanker
 from kdaliens.training.quantize import StudentGraphIO, student_input_names
-from torch import nn
 
 OUTPUT_NAMES = ("score", "click")
 

@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from kdaliens.sdk.errors import InputError
 from torch import nn
+
+from kdaliens.sdk.errors import InputError
 
 from .exportable import Exportable
 

@@ -64,6 +64,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from kdaliens.sdk.errors import InputError
 
 from .exportable import Exportable

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from kdaliens.sdk.errors import KdaliensError
 from kdaliens.sdk.features import FeatureEncoder
 from kdaliens.training import metrics as M

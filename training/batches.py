@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from kdaliens.sdk.features import OOV_ID, PAD_ID, FeatureEncoder, FeatureSpec
 from kdaliens.sdk.history import HistorySpec
 

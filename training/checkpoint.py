@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 from kdaliens.sdk.errors import InputError
 from kdaliens.sdk.features import FeatureSpec
-from torch import nn
 
 from .config import RunConfig
 

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from kdaliens.sdk.features import FeatureEncoder
 from torch import nn
 from tqdm.auto import tqdm
+
+from kdaliens.sdk.features import FeatureEncoder
 
 from . import metrics as M
 from .batches import (

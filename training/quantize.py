@@ -115,7 +115,18 @@ def student_quantizer(student: StudentRanker, is_qat: bool):
         is_output = name == output_layer or name.endswith("." + output_layer)
         return str(kind).endswith(("Linear", "ReLU")) and not is_output
 
-    q = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat))
+    class HiddenLinearQuantizer(XNNPACKQuantizer):
+        # The XNNPACK cat/add annotators do not honour set_filter_function (they would
+        # quantize the int64 id tensors the student concatenates), so annotations outside
+        # the hidden linear layers are dropped after the fact.
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            model = super().annotate(model)
+            for node in model.graph.nodes:
+                if "quantization_annotation" in node.meta and not hidden_linear(node):
+                    del node.meta["quantization_annotation"]
+            return model
+
+    q = HiddenLinearQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat))
     q.set_filter_function(hidden_linear)
     return q
 

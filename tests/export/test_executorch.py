@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
+
 from kdaliens.export.api import export_bundle
 from kdaliens.export.bundle import sha256_file, validate_manifest
 from kdaliens.export.executorch import export_to_executorch

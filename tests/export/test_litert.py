@@ -20,6 +20,7 @@ pytest.importorskip("ai_edge_litert")
 pytest.importorskip("ai_edge_quantizer")
 
 import torch  # noqa: E402
+
 from kdaliens.sdk.errors import BundleError, InputError  # noqa: E402
 
 BUCKETS = (16, 64, 128)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from kdaliens.sdk import HistorySampler, HistorySpec, InputError
 from kdaliens.sdk.history import splitmix64
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from kdaliens.sdk import InputError
 from kdaliens.training.checkpoint import load_model
 from kdaliens.training.data import SplitConfig, load_prepared

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from kdaliens.training.data import DataConfig, DataFormatError, load_dataset
 
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from kdaliens.training.batches import (
     NegativeSampler,
     student_requests,

@@ -4,6 +4,7 @@ import time
 
 import numpy as np
 import pytest
+
 from kdaliens.sdk import FeatureEncoder
 from kdaliens.training.data import SplitConfig, load_dataset, load_prepared, prepare
 

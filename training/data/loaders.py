@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from kdaliens.sdk.errors import InputError
 from kdaliens.sdk.features import normalize_token
 

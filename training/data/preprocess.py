@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from kdaliens.sdk.errors import InputError
 from kdaliens.sdk.features import (
     CategoricalField,

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from kdaliens.sdk.features import FeatureSpec, Field, MultiField
 from torch import nn
+
+from kdaliens.sdk.features import FeatureSpec, Field, MultiField
 
 SEQUENCE_ENCODERS: dict[str, type[SequenceEncoder]] = {}
 INTERACTION_BLOCKS: dict[str, type[InteractionBlock]] = {}

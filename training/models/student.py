@@ -19,8 +19,9 @@ from __future__ import annotations
 import math
 
 import torch
-from kdaliens.sdk.features import FeatureSpec
 from torch import nn
+
+from kdaliens.sdk.features import FeatureSpec
 
 from ..config import StudentConfig
 from .layers import MLP, FieldEmbedding, history_fields_of

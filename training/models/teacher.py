@@ -31,8 +31,9 @@ from __future__ import annotations
 import math
 
 import torch
-from kdaliens.sdk.features import FeatureSpec
 from torch import nn
+
+from kdaliens.sdk.features import FeatureSpec
 
 from ..config import TeacherConfig
 from . import blocks  # noqa: F401  (registers the default parts)
