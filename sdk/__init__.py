@@ -16,9 +16,12 @@ from .features import (
     stable_hash,
 )
 from .history import HistorySampler, HistorySpec
+from .ranker import RankedList, Ranker
+from .stores import BehaviorLog, ItemCache, StoreError
 
 __all__ = [
     "BackendUnavailable",
+    "BehaviorLog",
     "Bundle",
     "BundleError",
     "CategoricalField",
@@ -27,9 +30,13 @@ __all__ = [
     "HistorySampler",
     "HistorySpec",
     "InputError",
+    "ItemCache",
     "KdaliensError",
     "MultiField",
     "NumericField",
+    "RankedList",
+    "Ranker",
+    "StoreError",
     "normalize_token",
     "stable_hash",
 ]

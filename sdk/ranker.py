@@ -1,0 +1,208 @@
+"""``Ranker``: rerank the items cached on a device with the user's latest behaviour.
+
+Example:
+    >>> from kdaliens.sdk import Ranker, ItemCache, BehaviorLog          # doctest: +SKIP
+    >>> cache, log = ItemCache("device.db"), BehaviorLog("device.db")    # doctest: +SKIP
+    >>> ranker = Ranker.load("bundles/executorch")                       # doctest: +SKIP
+    >>> ranker.rerank("u42", ["50", "172", 181], cache=cache, log=log, k=2)   # doctest: +SKIP
+    [('172', 1.93), (181, 0.41)]
+
+``rerank`` encodes the user's history from the behaviour log (item attributes from the
+cache) with the bundle's FeatureSpec and sampler settings, encodes the candidates, runs
+the model in chunks of at most the bundle's candidate limit, and returns
+``(item_id, score)`` pairs best first, with the caller's own id objects. Bad input raises
+:class:`InputError`; a failing model call never crashes the host app: the candidates
+come back in the order given, with ``result.meta["fallback"]`` set and the error logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backends import backend_for_target, get_backend
+from .backends.base import Backend
+from .bundle import Bundle
+from .errors import InputError, KdaliensError
+from .features import FeatureEncoder, normalize_token
+
+logger = logging.getLogger("kdaliens.sdk")
+
+BACKEND_NAMES = ("auto", "executorch", "onnxruntime", "litert")
+
+
+class RankedList(list):
+    """A list of ``(item_id, score)`` pairs, best first, with ``meta`` about the call.
+
+    ``meta`` keys: ``backend``, ``fallback`` (bool), ``error`` (str or None),
+    ``n_candidates``, ``n_history``, ``chunks``, ``encode_us``, ``model_us``, ``total_us``.
+    """
+
+    meta: dict[str, Any]
+
+    def __init__(self, items: Iterable[tuple[Any, float]] = (), meta: dict[str, Any] | None = None):
+        super().__init__(items)
+        self.meta = meta or {}
+
+
+class Ranker:
+    """A bundle's model plus the encoder that feeds it. Build it with :meth:`load`."""
+
+    def __init__(self, bundle: Bundle, backend: Backend):
+        self.bundle = bundle
+        self.backend = backend
+        self.encoder = FeatureEncoder(bundle.spec)
+        self.spec = bundle.spec
+        self.max_candidates = backend.max_candidates
+        self.input_names = backend.input_names
+        self._id_field = self.spec.item_id_field
+
+    @classmethod
+    def load(cls, bundle: str | Path | Bundle, backend: str = "auto", threads: int = 1) -> Ranker:
+        """Verify a bundle and load its model.
+
+        Args:
+            bundle: a bundle folder (or a loaded :class:`Bundle`).
+            backend: ``"auto"`` (the bundle's own runtime), ``"executorch"``,
+                ``"onnxruntime"`` or ``"litert"``.
+            threads: intra-op threads of the runtime.
+
+        Raises:
+            BundleError: the bundle is missing, corrupt, tampered with or unsupported.
+            BackendUnavailable: the runtime is not installed (the message names the extra).
+            InputError: an unknown backend, or one that cannot run this bundle's target.
+        """
+        if backend not in BACKEND_NAMES:
+            raise InputError(f"backend must be one of {BACKEND_NAMES}, got {backend!r}")
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise InputError(f"threads must be a positive int, got {threads!r}")
+        b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        own = backend_for_target(b.target)
+        name = own if backend == "auto" else backend
+        if name != own:
+            raise InputError(f"bundle {b.path} targets {b.target!r}, which the {own!r} backend runs, not {name!r}")
+        return cls(b, get_backend(name)(b.model_path, b.manifest, threads=threads))
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _candidates(candidates: Any) -> list[Any]:
+        if candidates is None or isinstance(candidates, (str, bytes, Mapping)):
+            raise InputError(f"candidates must be a list of item ids, got {type(candidates).__name__}")
+        try:
+            items = list(candidates)
+        except TypeError as e:
+            raise InputError(f"candidates must be iterable, got {type(candidates).__name__}") from e
+        for i, c in enumerate(items):
+            if isinstance(c, float) and not math.isfinite(c):
+                raise InputError(f"candidates[{i}] is not a usable id: {c!r}")
+            if not isinstance(c, (str, int, float, np.integer, np.floating, bytes)) or isinstance(c, bool):
+                raise InputError(f"candidates[{i}] must be a string or int id, got {type(c).__name__}")
+            if normalize_token(c) is None:
+                raise InputError(f"candidates[{i}] is an empty id")
+        return items
+
+    @staticmethod
+    def _k(k: Any, n: int) -> int:
+        if k is None:
+            return n
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 0:
+            raise InputError(f"k must be None or an int >= 0, got {k!r}")
+        return min(int(k), n)
+
+    def encode_request(self, history: dict[str, np.ndarray], user: dict[str, np.ndarray],
+                       cands: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Model inputs (1, ...) from encoder outputs; candidates are sliced later."""
+        out: dict[str, np.ndarray] = {}
+        for name in self.input_names:
+            if name.startswith("user_"):
+                out[name] = user[name[5:]]
+            elif name.startswith("cand_"):
+                out[name] = cands[name[5:]][None]
+            else:
+                out[name] = history[name][None]
+        return out
+
+    # ------------------------------------------------------------------ rerank
+    def rerank(self, user_id: Any, candidates: Iterable[Any], cache=None, log=None,
+               user_features: Mapping[str, Any] | None = None, k: int | None = None,
+               now: float | None = None) -> RankedList:
+        """Score ``candidates`` for ``user_id`` and return them best first.
+
+        Args:
+            user_id: the user whose events in ``log`` make the history.
+            candidates: item ids (strings or ints); duplicates keep their first place;
+                ids the model never saw are scored from their cached attributes.
+            cache: an :class:`~kdaliens.sdk.stores.ItemCache` with item attributes
+                (optional: without it items are scored by id alone).
+            log: a :class:`~kdaliens.sdk.stores.BehaviorLog` (optional: without it,
+                or for a new user, the history is empty: cold start).
+            user_features: the user's attributes (``age``, ``gender``, ...), optional.
+            k: return only the best ``k`` (None: all).
+            now: the request time in seconds (default: the current time).
+
+        Returns:
+            A :class:`RankedList` of ``(item_id, score)``.
+        """
+        t0 = time.perf_counter()
+        items = self._candidates(candidates)
+        k = self._k(k, len(items))
+        if user_features is not None and not isinstance(user_features, Mapping):
+            raise InputError(f"user_features must be a dict or None, got {type(user_features).__name__}")
+        if user_id is None or (isinstance(user_id, str) and not user_id.strip()):
+            raise InputError("user_id must be a non-empty id")
+        if now is None:
+            now = time.time()
+        elif not isinstance(now, (int, float)) or not math.isfinite(float(now)):
+            raise InputError(f"now must be a finite number of seconds, got {now!r}")
+        meta: dict[str, Any] = {"backend": self.backend.name, "fallback": False, "error": None,
+                                "n_candidates": len(items), "n_history": 0, "chunks": 0}
+        if not items:
+            meta["total_us"] = (time.perf_counter() - t0) * 1e6
+            return RankedList([], meta)
+        # Duplicates: score each id once, keep its first position.
+        keys = [normalize_token(c) for c in items]
+        first: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            first.setdefault(key, i)
+        uniq = list(first)
+        events = log.events(user_id, before=float(now)) if log is not None else []
+        need = set(uniq) | {normalize_token(e["item_id"]) for e in events}
+        attrs = cache.get_many(need) if cache is not None else {}
+        hist = self.encoder.encode_history(events, now=float(now), item_attributes=attrs)
+        user = self.encoder.encode_user(user_features)
+        cands = self.encoder.encode_items([{**attrs.get(u, {}), self._id_field: u} for u in uniq])
+        meta["n_history"] = int(hist["hist_mask"].sum())
+        inputs = self.encode_request(hist, user, cands)
+        t1 = time.perf_counter()
+        scores = np.empty(len(uniq), dtype=np.float64)
+        try:
+            for s in range(0, len(uniq), self.max_candidates):
+                chunk = {n: (v[:, s:s + self.max_candidates] if n.startswith("cand_") else v)
+                         for n, v in inputs.items()}
+                out = self.backend.run(chunk)
+                scores[s:s + self.max_candidates] = np.asarray(out["score"], dtype=np.float64).reshape(-1)
+                meta["chunks"] += 1
+            if not np.isfinite(scores).all():
+                raise FloatingPointError("the model returned non-finite scores")
+        except KdaliensError:
+            raise
+        except Exception as e:  # a runtime failure must not crash the host app
+            logger.exception("kdaliens: model call failed; returning candidates in the given order")
+            meta.update(fallback=True, error=f"{type(e).__name__}: {e}")
+            order = sorted(range(len(uniq)), key=lambda j: first[uniq[j]])
+            ranked = [(items[first[uniq[j]]], float("nan")) for j in order][:k]
+            meta["model_us"] = (time.perf_counter() - t1) * 1e6
+            meta["total_us"] = (time.perf_counter() - t0) * 1e6
+            return RankedList(ranked, meta)
+        t2 = time.perf_counter()
+        # Best first; ties keep the caller's order.
+        order = sorted(range(len(uniq)), key=lambda j: (-scores[j], first[uniq[j]]))[:k]
+        ranked = [(items[first[uniq[j]]], float(scores[j])) for j in order]
+        meta.update(encode_us=(t1 - t0) * 1e6, model_us=(t2 - t1) * 1e6, total_us=(time.perf_counter() - t0) * 1e6)
+        return RankedList(ranked, meta)

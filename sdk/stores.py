@@ -1,0 +1,783 @@
+"""On-device SQLite stores: an item attribute cache and an append-only behaviour log.
+
+Both stores live in an ordinary SQLite file (the standard library's :mod:`sqlite3`, no
+other dependency) and can share one file: they use their own tables, prefixed
+``kdaliens_``, so the file may also hold tables of the host app.
+
+* :class:`ItemCache` keeps item attributes (JSON objects) keyed by canonical item id,
+  with a size bound (least recently *upserted* items go first) and an optional TTL.
+* :class:`BehaviorLog` keeps ``(user_id, item_id, event, ts)`` rows. :meth:`BehaviorLog.append`
+  returns only once the event is committed with ``synchronous=FULL`` in WAL mode, so an
+  acknowledged event survives the process being killed (and, on a disk that honours
+  ``fsync``, a power cut).
+
+Ids go through :func:`~kdaliens.sdk.features.normalize_token`, so ``7``, ``7.0`` and
+``"7"`` name the same item or user everywhere.
+
+Concurrency: every store object opens one SQLite connection per thread that uses it, in
+WAL mode with a busy timeout, and every write is one ``BEGIN IMMEDIATE`` transaction. So
+any number of threads and processes may read and write the same file at once; readers
+never block, writers queue for up to ``busy_timeout`` seconds (SQLite allows one writer
+per file at a time). Do not carry a store object across ``fork``: the child opens fresh
+connections automatically, but open a new object there to be safe.
+
+Schema: the file records its layout version in the ``kdaliens_meta`` table (the host
+app keeps ``PRAGMA user_version`` for itself). A file without kdaliens tables (version
+0) is brought up to :data:`SCHEMA_VERSION` on open; a file of a newer version, or a file
+that is not SQLite, raises :class:`StoreError` naming the file.
+
+Example:
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "device.db")
+    >>> with ItemCache(path) as cache, BehaviorLog(path) as log:
+    ...     cache.upsert([{"item_id": 7, "title": "Heat", "genres": ["Crime"]}])
+    ...     log.append("u1", 7, ts=100.0)
+    ...     cache.get("7"), log.events("u1")
+    1
+    ({'item_id': '7', 'title': 'Heat', 'genres': ['Crime']}, [{'item_id': '7', 'event': 'click', 'ts': 100.0}])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, KdaliensError
+from .features import normalize_token
+
+__all__ = ["SCHEMA_VERSION", "BehaviorLog", "ItemCache", "StoreError"]
+
+#: Layout version this SDK writes. Bump it and append a step to ``_MIGRATIONS`` to change it.
+SCHEMA_VERSION = 1
+
+_BUSY_TIMEOUT_S = 5.0
+# Ids per ``IN (...)`` query: below SQLITE_MAX_VARIABLE_NUMBER of every SQLite build (999 before 3.32).
+_CHUNK = 900
+_META_TABLE = "kdaliens_meta"
+
+# One writer lock per database file and process: threads of this process that write the same
+# file queue here (promptly woken) instead of in SQLite's busy handler, which polls with sleeps
+# of up to 100 ms. Other processes still wait in the busy handler.
+_FILE_LOCKS: dict[str, threading.Lock] = {}
+_FILE_LOCKS_GUARD = threading.Lock()
+
+
+def _file_lock(path: str) -> threading.Lock:
+    key = os.path.normcase(os.path.realpath(path))
+    with _FILE_LOCKS_GUARD:
+        lock = _FILE_LOCKS.get(key)
+        if lock is None:
+            lock = _FILE_LOCKS[key] = threading.Lock()
+        return lock
+
+
+_OPEN_STORES: weakref.WeakSet = weakref.WeakSet()
+
+
+def _reset_file_locks_in_child() -> None:
+    # A lock held by a parent thread at fork time would never be released in the child.
+    global _FILE_LOCKS, _FILE_LOCKS_GUARD
+    _FILE_LOCKS = {}
+    _FILE_LOCKS_GUARD = threading.Lock()
+    for store in list(_OPEN_STORES):
+        store._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_file_locks_in_child)
+
+
+class StoreError(KdaliensError):
+    """A store file cannot be opened or used: not SQLite, a newer schema, locked too long, closed."""
+
+
+# --------------------------------------------------------------------------------------
+# Schema and migrations.
+
+
+def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {_META_TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    # seq: monotonic upsert order (size-bound eviction and item_ids order);
+    # updated_at: wall-clock time of the upsert (TTL).
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS kdaliens_items ("
+        " item_id TEXT PRIMARY KEY NOT NULL,"
+        " attrs TEXT NOT NULL,"
+        " updated_at REAL NOT NULL,"
+        " seq INTEGER NOT NULL)"
+    )
+    conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS kdaliens_items_seq ON kdaliens_items (seq)")
+    conn.execute("CREATE INDEX IF NOT EXISTS kdaliens_items_updated ON kdaliens_items (updated_at)")
+    # id (the rowid) is insertion order; it breaks ties between equal timestamps.
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS kdaliens_events ("
+        " id INTEGER PRIMARY KEY,"
+        " user_id TEXT NOT NULL,"
+        " item_id TEXT NOT NULL,"
+        " event TEXT NOT NULL,"
+        " ts REAL NOT NULL)"
+    )
+    # Every index entry ends with the rowid, so this index serves
+    # ``WHERE user_id = ? AND ts < ? ORDER BY ts DESC, id DESC LIMIT ?`` without sorting.
+    conn.execute("CREATE INDEX IF NOT EXISTS kdaliens_events_user_ts ON kdaliens_events (user_id, ts)")
+
+
+# _MIGRATIONS[v] brings a file from version v to v + 1.
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _migrate_0_to_1}
+
+
+def _read_version(conn: sqlite3.Connection, name: str) -> int:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_META_TABLE,)).fetchone()
+    if row is None:
+        return 0
+    row = conn.execute(f"SELECT value FROM {_META_TABLE} WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        return 0
+    try:
+        return int(row[0])
+    except (TypeError, ValueError):
+        raise StoreError(f"{name}: unreadable kdaliens schema version {row[0]!r}") from None
+
+
+def _ensure_schema(conn: sqlite3.Connection, name: str) -> None:
+    version = _read_version(conn, name)
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION or version < 0:
+        raise StoreError(
+            f"{name}: kdaliens store schema version {version} is newer than this SDK supports "
+            f"({SCHEMA_VERSION}); upgrade kdaliens to open it"
+        )
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _read_version(conn, name)  # another process may have migrated meanwhile
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{name}: kdaliens store schema version {version} is newer than this SDK supports")
+        while version < SCHEMA_VERSION:
+            _MIGRATIONS[version](conn)
+            version += 1
+            conn.execute(
+                f"INSERT INTO {_META_TABLE} (key, value) VALUES ('schema_version', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(version),),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back an open transaction without hiding the error that got us here."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+
+# --------------------------------------------------------------------------------------
+# Input validation.
+
+
+def _id(value: Any, what: str) -> str:
+    if isinstance(value, (Mapping, list, tuple, set)):
+        raise InputError(f"{what} must be a string or a number, got {type(value).__name__}: {value!r}")
+    try:
+        token = normalize_token(value)
+    except InputError:
+        raise InputError(f"{what} must be a string or a number, got {type(value).__name__}: {value!r}") from None
+    if token is None:
+        raise InputError(f"{what} is missing or empty: {value!r}")
+    return token
+
+
+def _ts(value: Any, what: str = "ts", allow_inf: bool = False) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise InputError(f"{what} must be a number of seconds since the epoch, got {type(value).__name__}: {value!r}")
+    f = float(value)
+    if math.isnan(f) or (math.isinf(f) and not allow_inf):
+        raise InputError(f"{what} must be finite, got {value!r}")
+    return f
+
+
+def _event(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"event must be a string, got {type(value).__name__}: {value!r}")
+    if not value.strip():
+        raise InputError("event must be a non-empty string")
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"a value of type {type(value).__name__} is not JSON-serializable: {value!r}")
+
+
+def _attrs_json(item: Mapping, item_id: str) -> str:
+    attrs = {}
+    for key, value in item.items():
+        if key == "item_id":
+            continue
+        if not isinstance(key, str):
+            raise InputError(f"item {item_id!r}: attribute names must be strings, got {key!r}")
+        attrs[key] = value
+    try:
+        return json.dumps(attrs, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_json_default)
+    except ValueError as e:  # NaN / inf (strict JSON has neither) or a circular reference
+        raise InputError(
+            f"item {item_id!r}: attributes cannot be stored as JSON ({e}); use None for a missing value"
+        ) from None
+    except TypeError as e:
+        raise InputError(f"item {item_id!r}: attributes cannot be stored as JSON: {e}") from None
+
+
+def _chunks(seq: list, n: int = _CHUNK) -> Iterator[list]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+# --------------------------------------------------------------------------------------
+# Connections.
+
+
+class _Store:
+    """One SQLite file, one connection per thread, writes in ``BEGIN IMMEDIATE`` transactions."""
+
+    _synchronous = "NORMAL"
+
+    def __init__(self, path: str | os.PathLike, busy_timeout: float = _BUSY_TIMEOUT_S):
+        if isinstance(path, (bytes, bytearray)):
+            path = os.fsdecode(path)
+        if not isinstance(path, (str, os.PathLike)):
+            raise InputError(f"path must be a file path, got {type(path).__name__}: {path!r}")
+        path = os.fspath(path)
+        if not path or path == ":memory:" or path.startswith("file:"):
+            raise InputError(f"path must name a database file (each thread opens its own connection), got {path!r}")
+        if not (isinstance(busy_timeout, numbers.Real) and busy_timeout >= 0 and math.isfinite(busy_timeout)):
+            raise InputError(f"busy_timeout must be a non-negative number of seconds, got {busy_timeout!r}")
+        self.path = path
+        self._busy_timeout = float(busy_timeout)
+        self._lock = threading.Lock()
+        self._write_lock = _file_lock(path)
+        self._local = threading.local()
+        self._conns: dict[int, tuple[threading.Thread, sqlite3.Connection]] = {}
+        self._inherited: list[sqlite3.Connection] = []  # opened by a parent process: never used, never closed
+        self._pid = os.getpid()
+        self._closed = False
+        _OPEN_STORES.add(self)
+        conn = self._conn()
+        with self._errors("open"):
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            _ensure_schema(conn, self.path)
+        self.journal_mode = str(mode).lower()
+
+    def _open_connection(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot open the store ({e})") from e
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise StoreError(f"{self.path}: not a SQLite database, or it is corrupt ({e})") from e
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError(f"{self.path}: the store is closed")
+        if os.getpid() != self._pid:
+            self._after_fork()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        conn = self._open_connection()
+        with self._lock:
+            if self._closed:
+                conn.close()
+                raise StoreError(f"{self.path}: the store is closed")
+            # Close the connections of threads that have ended (their ids may be reused).
+            for ident, (thread, old) in list(self._conns.items()):
+                if not thread.is_alive():
+                    del self._conns[ident]
+                    old.close()
+            self._conns[threading.get_ident()] = (threading.current_thread(), conn)
+        self._local.conn = conn
+        return conn
+
+    def _after_fork(self) -> None:
+        with self._lock:
+            if os.getpid() == self._pid:
+                return
+            # SQLite connections must not cross fork; keep the parent's alive (closing them
+            # here could checkpoint a WAL the parent is using) and start afresh.
+            self._inherited.extend(conn for _, conn in self._conns.values())
+            self._conns = {}
+            self._local = threading.local()
+            self._write_lock = _file_lock(self.path)
+            self._pid = os.getpid()
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as e:
+            msg = str(e)
+            if "not a database" in msg or "malformed" in msg:
+                raise StoreError(f"{self.path}: not a SQLite database, or it is corrupt ({msg})") from e
+            if "locked" in msg or "busy" in msg:
+                raise StoreError(
+                    f"{self.path}: {action} timed out after {self._busy_timeout:g} s waiting for another writer ({msg})"
+                ) from e
+            raise StoreError(f"{self.path}: {action} failed ({msg})") from e
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction; the write lock is taken up front, so it never deadlocks on upgrade."""
+        conn = self._conn()
+        if not self._write_lock.acquire(timeout=self._busy_timeout):
+            raise StoreError(
+                f"{self.path}: {action} timed out after {self._busy_timeout:g} s waiting for another writer thread"
+            )
+        try:
+            with self._errors(action):
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _rollback(conn)
+                    raise
+        finally:
+            self._write_lock.release()
+
+    @contextmanager
+    def _read(self, action: str) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        with self._errors(action):
+            yield conn
+
+    def close(self) -> None:
+        """Close every connection this object opened. Call it once other threads are done with it."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            conns, self._conns = list(self._conns.values()), {}
+            if os.getpid() != self._pid:
+                conns = []
+        for _, conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"{type(self).__name__}({self.path!r}, {state})"
+
+
+# --------------------------------------------------------------------------------------
+# Item cache.
+
+
+class ItemCache(_Store):
+    """Item attributes on the device, keyed by canonical item id, bounded in size and age.
+
+    Each item is a dict ``{"item_id": ..., <attribute>: <value>, ...}``; the attributes are
+    stored as one JSON object, so values keep their JSON types (strings, numbers, booleans,
+    None, lists, nested dicts; numpy scalars and arrays are turned into Python values).
+    An upsert *replaces* the attributes of an id already cached. Reads return the
+    attributes plus ``"item_id"`` as the canonical string.
+
+    Bounds: when more than ``max_items`` items are cached, the least recently upserted ones
+    are evicted (reads do not refresh an item). With ``ttl_seconds``, an item upserted
+    more than that long ago is invisible to every read and is deleted by
+    :meth:`evict_expired`, which each :meth:`upsert` also runs.
+
+    Args:
+        path: the SQLite file (created if missing; may be shared with a :class:`BehaviorLog`).
+        max_items: most items kept, or None for no bound.
+        ttl_seconds: item lifetime in seconds since its last upsert, or None to keep items forever.
+        busy_timeout: seconds a write waits for another writer of the file before failing.
+        clock: returns the current time in seconds (``time.time``); TTL checks use it.
+
+    Raises:
+        StoreError: the file is not SQLite, has a newer schema, or cannot be opened.
+        InputError: bad arguments.
+
+    Example:
+        >>> import os, tempfile
+        >>> cache = ItemCache(os.path.join(tempfile.mkdtemp(), "device.db"), max_items=2)
+        >>> cache.upsert([{"item_id": 1, "year": 1995}, {"item_id": "2", "tags": ["a", "b"]}])
+        2
+        >>> cache.upsert([{"item_id": 3.0, "year": 2001}])  # evicts item 1, the oldest upsert
+        1
+        >>> cache.item_ids(), 1 in cache, cache.get(3)
+        (['3', '2'], False, {'item_id': '3', 'year': 2001})
+        >>> sorted(cache.get_many([2, "3", 99]))
+        ['2', '3']
+        >>> cache.close()
+    """
+
+    _synchronous = "NORMAL"  # a cache can be refilled; NORMAL in WAL mode still survives a crashed process
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        max_items: int | None = 100_000,
+        ttl_seconds: float | None = None,
+        *,
+        busy_timeout: float = _BUSY_TIMEOUT_S,
+        clock: Callable[[], float] = time.time,
+    ):
+        if max_items is not None and (
+            isinstance(max_items, bool) or not isinstance(max_items, numbers.Integral) or max_items < 1
+        ):
+            raise InputError(f"max_items must be a positive integer or None, got {max_items!r}")
+        if ttl_seconds is not None and (
+            isinstance(ttl_seconds, bool)
+            or not isinstance(ttl_seconds, numbers.Real)
+            or not math.isfinite(ttl_seconds)
+            or ttl_seconds <= 0
+        ):
+            raise InputError(f"ttl_seconds must be a positive number of seconds or None, got {ttl_seconds!r}")
+        if not callable(clock):
+            raise InputError(f"clock must be callable, got {clock!r}")
+        self.max_items = None if max_items is None else int(max_items)
+        self.ttl_seconds = None if ttl_seconds is None else float(ttl_seconds)
+        self._clock = clock
+        super().__init__(path, busy_timeout)
+
+    def _cutoff(self) -> float:
+        """Items with ``updated_at <= cutoff`` are expired (-inf without a TTL)."""
+        if self.ttl_seconds is None:
+            return -math.inf
+        return float(self._clock()) - self.ttl_seconds
+
+    def upsert(self, items: Iterable[Mapping[str, Any]]) -> int:
+        """Insert or replace items in one transaction, then apply the TTL and the size bound.
+
+        Later items of the batch count as more recently upserted; a repeated id keeps its
+        last attributes. The whole batch is validated before anything is written.
+
+        Args:
+            items: dicts with an ``"item_id"`` and attribute fields by name.
+
+        Returns:
+            The number of items written (repeats included).
+
+        Raises:
+            InputError: an item is not a dict, lacks an ``item_id``, or has attributes JSON cannot hold.
+        """
+        if isinstance(items, Mapping):
+            raise InputError("upsert takes an iterable of item dicts, got a single dict; wrap it in a list")
+        if isinstance(items, (str, bytes)):
+            raise InputError(f"upsert takes an iterable of item dicts, got {type(items).__name__}")
+        try:
+            iterator = iter(items)
+        except TypeError:
+            raise InputError(f"upsert takes an iterable of item dicts, got {type(items).__name__}") from None
+        rows: list[tuple[str, str]] = []
+        for i, item in enumerate(iterator):
+            if not isinstance(item, Mapping):
+                raise InputError(f"item #{i} must be a dict, got {type(item).__name__}: {item!r}")
+            if "item_id" not in item:
+                raise InputError(f"item #{i} has no 'item_id': {dict(item)!r}")
+            item_id = _id(item["item_id"], f"item #{i}: item_id")
+            rows.append((item_id, _attrs_json(item, item_id)))
+        if not rows:
+            return 0
+        now = float(self._clock())
+        with self._write("upsert") as conn:
+            base = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM kdaliens_items").fetchone()[0]
+            conn.executemany(
+                "INSERT INTO kdaliens_items (item_id, attrs, updated_at, seq) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (item_id) DO UPDATE SET"
+                " attrs = excluded.attrs, updated_at = excluded.updated_at, seq = excluded.seq",
+                ((item_id, attrs, now, base + k + 1) for k, (item_id, attrs) in enumerate(rows)),
+            )
+            self._evict(conn)
+        return len(rows)
+
+    def _evict(self, conn: sqlite3.Connection) -> int:
+        removed = 0
+        if self.ttl_seconds is not None:
+            removed += conn.execute("DELETE FROM kdaliens_items WHERE updated_at <= ?", (self._cutoff(),)).rowcount
+        if self.max_items is not None:
+            excess = conn.execute("SELECT COUNT(*) FROM kdaliens_items").fetchone()[0] - self.max_items
+            if excess > 0:
+                removed += conn.execute(
+                    "DELETE FROM kdaliens_items WHERE seq <= (SELECT seq FROM kdaliens_items ORDER BY seq LIMIT 1 OFFSET ?)",
+                    (excess - 1,),
+                ).rowcount
+        return removed
+
+    def evict_expired(self) -> int:
+        """Delete items older than ``ttl_seconds`` (and any above ``max_items``); returns how many."""
+        with self._write("evict_expired") as conn:
+            return self._evict(conn)
+
+    @staticmethod
+    def _item(item_id: str, attrs: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"item_id": item_id}
+        out.update(json.loads(attrs))
+        return out
+
+    def get(self, item_id: Any) -> dict[str, Any] | None:
+        """The attributes of one item (with ``"item_id"``), or None when absent or expired."""
+        key = _id(item_id, "item_id")
+        with self._read("get") as conn:
+            row = conn.execute(
+                "SELECT attrs FROM kdaliens_items WHERE item_id = ? AND updated_at > ?", (key, self._cutoff())
+            ).fetchone()
+        return None if row is None else self._item(key, row[0])
+
+    def get_many(self, item_ids: Iterable[Any]) -> dict[str, dict[str, Any]]:
+        """Canonical id -> attributes for the cached ids, in request order; absent ids are omitted.
+
+        One query per 900 ids (SQLite's limit on bound variables), all in one read transaction.
+        """
+        if isinstance(item_ids, (str, bytes, Mapping)):
+            raise InputError(f"get_many takes an iterable of ids, got {type(item_ids).__name__}")
+        keys = list(dict.fromkeys(_id(v, "item_id") for v in item_ids))
+        if not keys:
+            return {}
+        found: dict[str, str] = {}
+        cutoff = self._cutoff()
+        with self._read("get_many") as conn:
+            if len(keys) > _CHUNK:
+                conn.execute("BEGIN")  # one snapshot across chunks
+            try:
+                for chunk in _chunks(keys):
+                    marks = ",".join("?" * len(chunk))
+                    found.update(
+                        conn.execute(
+                            f"SELECT item_id, attrs FROM kdaliens_items WHERE item_id IN ({marks}) AND updated_at > ?",
+                            (*chunk, cutoff),
+                        )
+                    )
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+        return {k: self._item(k, found[k]) for k in keys if k in found}
+
+    def item_ids(self, limit: int | None = None) -> list[str]:
+        """Cached (unexpired) ids, most recently upserted first; at most ``limit`` of them."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 0):
+            raise InputError(f"limit must be a non-negative integer or None, got {limit!r}")
+        with self._read("item_ids") as conn:
+            rows = conn.execute(
+                "SELECT item_id FROM kdaliens_items WHERE updated_at > ? ORDER BY seq DESC LIMIT ?",
+                (self._cutoff(), -1 if limit is None else int(limit)),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def __len__(self) -> int:
+        with self._read("len") as conn:
+            if self.ttl_seconds is None:
+                return conn.execute("SELECT COUNT(*) FROM kdaliens_items").fetchone()[0]
+            return conn.execute(
+                "SELECT COUNT(*) FROM kdaliens_items WHERE updated_at > ?", (self._cutoff(),)
+            ).fetchone()[0]
+
+    def __contains__(self, item_id: Any) -> bool:
+        try:
+            key = _id(item_id, "item_id")
+        except InputError:
+            return False
+        with self._read("contains") as conn:
+            row = conn.execute(
+                "SELECT 1 FROM kdaliens_items WHERE item_id = ? AND updated_at > ?", (key, self._cutoff())
+            ).fetchone()
+        return row is not None
+
+
+# --------------------------------------------------------------------------------------
+# Behaviour log.
+
+
+class BehaviorLog(_Store):
+    """A durable, append-only log of user behaviour: ``(user_id, item_id, event, ts)`` rows.
+
+    :meth:`append` and :meth:`extend` commit before they return, in WAL mode with
+    ``synchronous=FULL``: an event they acknowledged is on disk even if the process is
+    killed right after. :meth:`events` reads a user's history oldest first, the shape
+    :meth:`~kdaliens.sdk.features.FeatureEncoder.encode_history` takes, through an index on
+    ``(user_id, ts)``, so it stays fast for users with many thousands of events. Events
+    with the same ``ts`` keep their append order.
+
+    Args:
+        path: the SQLite file (created if missing; may be shared with an :class:`ItemCache`).
+        max_events_per_user: keep only each user's most recent events (by ``ts``), or None to keep all.
+        busy_timeout: seconds a write waits for another writer of the file before failing.
+
+    Raises:
+        StoreError: the file is not SQLite, has a newer schema, or cannot be opened.
+        InputError: bad arguments.
+
+    Example:
+        >>> import os, tempfile
+        >>> log = BehaviorLog(os.path.join(tempfile.mkdtemp(), "device.db"))
+        >>> log.append("u1", 10, ts=1.0)
+        >>> log.extend([{"user_id": "u1", "item_id": 11, "event": "buy", "ts": 2.0},
+        ...             {"user_id": 2, "item_id": 10, "event": "click", "ts": 2.5}])
+        2
+        >>> len(log), log.users()
+        (3, ['2', 'u1'])
+        >>> log.events("u1", before=2.0)
+        [{'item_id': '10', 'event': 'click', 'ts': 1.0}]
+        >>> [e["item_id"] for e in log.events("u1", limit=1)]
+        ['11']
+        >>> log.close()
+    """
+
+    _synchronous = "FULL"
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        max_events_per_user: int | None = None,
+        *,
+        busy_timeout: float = _BUSY_TIMEOUT_S,
+    ):
+        if max_events_per_user is not None and (
+            isinstance(max_events_per_user, bool)
+            or not isinstance(max_events_per_user, numbers.Integral)
+            or max_events_per_user < 1
+        ):
+            raise InputError(f"max_events_per_user must be a positive integer or None, got {max_events_per_user!r}")
+        self.max_events_per_user = None if max_events_per_user is None else int(max_events_per_user)
+        super().__init__(path, busy_timeout)
+
+    @staticmethod
+    def _row(user_id: Any, item_id: Any, event: Any, ts: Any, where: str = "") -> tuple[str, str, str, float]:
+        prefix = f"{where}: " if where else ""
+        try:
+            u = _id(user_id, "user_id")
+            i = _id(item_id, "item_id")
+            e = _event(event)
+            t = time.time() if ts is None else _ts(ts)
+        except InputError as err:
+            if not prefix:
+                raise
+            raise InputError(prefix + str(err)) from None
+        return u, i, e, t
+
+    def _insert(self, conn: sqlite3.Connection, rows: list[tuple[str, str, str, float]]) -> None:
+        conn.executemany("INSERT INTO kdaliens_events (user_id, item_id, event, ts) VALUES (?, ?, ?, ?)", rows)
+        if self.max_events_per_user is not None:
+            for user in dict.fromkeys(r[0] for r in rows):
+                conn.execute(
+                    "DELETE FROM kdaliens_events WHERE id IN ("
+                    " SELECT id FROM kdaliens_events WHERE user_id = ? ORDER BY ts DESC, id DESC LIMIT -1 OFFSET ?)",
+                    (user, self.max_events_per_user),
+                )
+
+    def append(self, user_id: Any, item_id: Any, event: str = "click", ts: float | None = None) -> None:
+        """Append one event and commit it durably before returning.
+
+        Args:
+            user_id: the user (a string or a number; normalized like every id).
+            item_id: the item.
+            event: the event type, a non-empty string.
+            ts: seconds since the epoch; ``time.time()`` when None.
+
+        Raises:
+            InputError: an empty id, a non-string event, or a non-finite ``ts``.
+            StoreError: the write failed or waited longer than ``busy_timeout`` for another writer.
+        """
+        row = self._row(user_id, item_id, event, ts)
+        with self._write("append") as conn:
+            self._insert(conn, [row])
+
+    def extend(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Append many events in one durable transaction (all or nothing); returns how many.
+
+        Args:
+            rows: dicts with ``user_id`` and ``item_id``, and optionally ``event``
+                (``"click"``) and ``ts`` (now).
+        """
+        if isinstance(rows, (Mapping, str, bytes)):
+            raise InputError(f"extend takes an iterable of event dicts, got {type(rows).__name__}")
+        try:
+            iterator = iter(rows)
+        except TypeError:
+            raise InputError(f"extend takes an iterable of event dicts, got {type(rows).__name__}") from None
+        clean = []
+        for k, r in enumerate(iterator):
+            if not isinstance(r, Mapping):
+                raise InputError(f"event #{k} must be a dict, got {type(r).__name__}: {r!r}")
+            for key in ("user_id", "item_id"):
+                if key not in r:
+                    raise InputError(f"event #{k} has no {key!r}: {dict(r)!r}")
+            clean.append(self._row(r["user_id"], r["item_id"], r.get("event", "click"), r.get("ts"), f"event #{k}"))
+        if not clean:
+            return 0
+        with self._write("extend") as conn:
+            self._insert(conn, clean)
+        return len(clean)
+
+    def events(self, user_id: Any, before: float | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """A user's events ``{"item_id", "event", "ts"}``, oldest first.
+
+        Args:
+            user_id: the user.
+            before: keep only events with ``ts < before`` (None: all).
+            limit: keep only the most recent ``limit`` of those (None: all).
+        """
+        key = _id(user_id, "user_id")
+        cutoff = math.inf if before is None else _ts(before, "before", allow_inf=True)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 0):
+            raise InputError(f"limit must be a non-negative integer or None, got {limit!r}")
+        if limit == 0:
+            return []
+        with self._read("events") as conn:
+            if limit is None:
+                rows = conn.execute(
+                    "SELECT item_id, event, ts FROM kdaliens_events WHERE user_id = ? AND ts < ? ORDER BY ts, id",
+                    (key, cutoff),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT item_id, event, ts FROM kdaliens_events WHERE user_id = ? AND ts < ?"
+                    " ORDER BY ts DESC, id DESC LIMIT ?",
+                    (key, cutoff, int(limit)),
+                ).fetchall()
+                rows.reverse()
+        return [{"item_id": i, "event": e, "ts": t} for i, e, t in rows]
+
+    def users(self) -> list[str]:
+        """Every user with at least one event, sorted."""
+        with self._read("users") as conn:
+            return [r[0] for r in conn.execute("SELECT DISTINCT user_id FROM kdaliens_events ORDER BY user_id")]
+
+    def __len__(self) -> int:
+        with self._read("len") as conn:
+            return conn.execute("SELECT COUNT(*) FROM kdaliens_events").fetchone()[0]

@@ -1,0 +1,155 @@
+"""Ranker.rerank end to end: real bundle, real runtime, real SQLite stores, real data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from kdaliens.sdk import InputError, Ranker
+from kdaliens.sdk.stores import BehaviorLog, ItemCache
+from kdaliens.training.data import load_dataset, load_prepared
+
+
+@pytest.fixture(scope="module")
+def world(et_bundle, tiny_run, tmp_path_factory):
+    """The tiny run's data on a 'device': items in an ItemCache, every event but each
+    user's last in a BehaviorLog, plus the user attribute table."""
+    run_dir, metrics = tiny_run
+    prep = load_prepared("movielens-100k")
+    ds = load_dataset("movielens-100k")
+    db = tmp_path_factory.mktemp("device") / "device.db"
+    cache = ItemCache(db)
+    cache.upsert(ds.items.to_dict("records"))
+    log = BehaviorLog(db)
+    last = prep.user_offsets[1:] - 1
+    keep = np.ones(len(prep.ev_item), dtype=bool)
+    keep[last] = False
+    ev = np.flatnonzero(keep)
+    log.extend({"user_id": prep.user_ids[prep.ev_user[e]], "item_id": prep.item_ids[prep.ev_item[e]],
+                "event": prep.spec.event_vocab[prep.ev_event[e] - 2], "ts": float(prep.ev_ts[e])} for e in ev)
+    users = {r["user_id"]: r for r in ds.users.to_dict("records")}
+    ranker = Ranker.load(et_bundle)
+    return {"prep": prep, "cache": cache, "log": log, "users": users, "ranker": ranker, "metrics": metrics,
+            "run_dir": run_dir}
+
+
+def test_leave_one_out_hr_through_rerank_matches_training(world):
+    prep, r, ranker = world["prep"], world["prep"].rank["test"], world["ranker"]
+    hits = []
+    for j in range(len(r["user"])):
+        u = prep.user_ids[r["user"][j]]
+        items = [prep.item_ids[i] for i in r["items"][j]]
+        ranked = ranker.rerank(u, items, cache=world["cache"], log=world["log"], user_features=world["users"][u],
+                               now=float(r["ts"][j]) + 1e-3)
+        assert not ranked.meta["fallback"]
+        hits.append([i for i, _ in ranked].index(items[0]) < 10)
+    hr = float(np.mean(hits))
+    expected = world["metrics"]["student_kd"]["ranking"]["hr@10"]
+    assert abs(hr - expected) <= 0.03, (hr, expected)
+
+
+def test_sdk_scores_equal_the_export_path(world):
+    """Same bundle, same runtime: the SDK's own encoding gives the export path's scores."""
+    from kdaliens.export.exportable import load_exportable
+    from kdaliens.export.parity import load_requests
+
+    prep, ranker = world["prep"], world["ranker"]
+    exp = load_exportable(world["run_dir"], "none")
+    req = load_requests(world["run_dir"], exp, "test")
+    d = prep.ctr["test"]
+    ev = d["start"] + d["n_past"]
+    # Requests whose timestamp no other event of the user shares: "before now" is then
+    # exactly the training history (same-second events are ordered by file position).
+    same_prev = prep.ev_ts[np.maximum(ev - 1, 0)] == d["ts"]
+    rows = np.flatnonzero(~same_prev & (d["n_past"] > 0))[:300]
+    assert len(rows) > 100
+    for b in rows:
+        u, item = prep.user_ids[d["user"][b]], prep.item_ids[d["item"][b]]
+        got = ranker.rerank(u, [item], cache=world["cache"], log=world["log"], user_features=world["users"][u],
+                            now=float(d["ts"][b]))
+        want = ranker.backend.run(req.inputs[b])["score"].reshape(-1)[0]
+        assert abs(got[0][1] - float(want)) <= 1e-4
+
+
+def test_app_inputs(world):
+    ranker, cache, log = world["ranker"], world["cache"], world["log"]
+    u = world["prep"].user_ids[0]
+    assert ranker.rerank(u, [], cache=cache, log=log) == []
+    # Unknown ids, ints and numpy ints, duplicates (first place kept), k larger than the list.
+    out = ranker.rerank(u, ["50", 50, np.int64(172), "no-such-item", "50"], cache=cache, log=log, k=99)
+    ids = [i for i, _ in out]
+    assert len(ids) == 3 and set(map(str, ids)) == {"50", "172", "no-such-item"}
+    assert all(np.isfinite(s) for _, s in out)
+    assert [s for _, s in out] == sorted((s for _, s in out), reverse=True)
+    # Cold start: a user with no events, no cache, no features.
+    cold = ranker.rerank("brand-new-user", ["1", "2", "3"])
+    assert len(cold) == 3 and cold.meta["n_history"] == 0
+    # Thousands of candidates run in chunks within the bundle's limit.
+    many = [str(i) for i in range(1, 1683)]
+    big = ranker.rerank(u, many, cache=cache, log=log, k=10)
+    assert len(big) == 10 and big.meta["chunks"] == -(-1682 // ranker.max_candidates)
+    # Odd user features: unknown keys ignored, unparseable values out of vocabulary.
+    odd = ranker.rerank(u, ["1", "2"], user_features={"age": "old", "gender": None, "shoe_size": [1, 2]})
+    assert len(odd) == 2
+    assert ranker.rerank(u, ["1", "2", "3"], k=0) == []
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"candidates": None}, "candidates must be a list"),
+    ({"candidates": "abc"}, "candidates must be a list"),
+    ({"candidates": [["x"]]}, r"candidates\[0\] must be a string or int id"),
+    ({"candidates": [float("nan")]}, "not a usable id"),
+    ({"candidates": [""]}, "empty id"),
+    ({"k": -1}, "k must be None or an int"),
+    ({"k": 2.5}, "k must be None or an int"),
+    ({"user_features": ["age", 3]}, "user_features must be a dict"),
+    ({"user_id": None}, "user_id must be a non-empty id"),
+    ({"now": float("inf")}, "now must be a finite number"),
+])
+def test_bad_inputs_raise_input_error(world, bad, match):
+    args = {"user_id": "1", "candidates": ["1", "2"], **bad}
+    with pytest.raises(InputError, match=match):
+        world["ranker"].rerank(args.pop("user_id"), args.pop("candidates"), **args)
+
+
+def test_runtime_failure_falls_back_to_the_given_order(world, caplog):
+    ranker = world["ranker"]
+    limit = ranker.max_candidates
+    try:
+        # Past the planned maximum the ExecuTorch runtime refuses the input: a real failure.
+        ranker.max_candidates = limit + 100
+        items = [str(i) for i in range(1, limit + 51)]
+        out = ranker.rerank("1", items, k=5)
+    finally:
+        ranker.max_candidates = limit
+    assert out.meta["fallback"] and out.meta["error"]
+    assert [i for i, _ in out] == items[:5]
+    assert "model call failed" in caplog.text
+
+
+def test_backend_errors(et_bundle):
+    with pytest.raises(InputError, match="backend must be one of"):
+        Ranker.load(et_bundle, backend="tensorrt")
+    with pytest.raises(InputError, match="which the 'executorch' backend runs"):
+        Ranker.load(et_bundle, backend="onnxruntime")
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["executorch"] = None
+        from kdaliens.sdk import Ranker, BackendUnavailable
+        try:
+            Ranker.load({str(et_bundle)!r})
+        except BackendUnavailable as e:
+            print("unavailable:", e)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "unavailable:" in r.stdout and "kdaliens[executorch]" in r.stdout, r.stdout + r.stderr
+
+
+def test_manifest_spec_drives_the_encoder(world, et_bundle):
+    m = json.loads((et_bundle / "manifest.json").read_text())
+    assert world["ranker"].spec.to_dict()["history"] == m["history_sampler"]
