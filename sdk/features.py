@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -75,6 +75,9 @@ def normalize_token(value: Any) -> str | None:
     ints and integral floats print without a decimal point, so ``7``, ``7.0`` and ``"7"``
     agree; strings are stripped; None, NaN and empty strings are missing.
     """
+    if type(value) is str:  # the common case first: this runs for every id on the rerank path
+        s = value.strip()
+        return s or None
     if value is None:
         return None
     if isinstance(value, str):
@@ -98,6 +101,11 @@ def normalize_token(value: Any) -> str | None:
 
 def to_float(value: Any) -> float:
     """Parse a numeric value; NaN when missing or unparseable (encoded as OOV)."""
+    t = type(value)
+    if t is float:
+        return value
+    if t is int:
+        return float(value)
     if value is None or isinstance(value, (bool, np.bool_)):
         return math.nan
     if isinstance(value, (int, float, np.integer, np.floating)):
@@ -438,7 +446,7 @@ def _rows(rows: Any, what: str) -> Sequence[Mapping[str, Any]]:
     except TypeError as e:
         raise InputError(f"{what}: expected an iterable of dicts, got {type(rows).__name__}") from e
     for i, r in enumerate(rows):
-        if not isinstance(r, Mapping):
+        if type(r) is not dict and not isinstance(r, Mapping):
             raise InputError(f"{what}[{i}]: expected a dict, got {type(r).__name__}")
     return rows
 
@@ -577,7 +585,7 @@ class FeatureEncoder:
         self,
         events: Sequence[Mapping[str, Any]],
         now: float,
-        item_attributes: Mapping[Any, Mapping[str, Any]] | None = None,
+        item_attributes: Mapping[Any, Mapping[str, Any]] | Callable[[list[Any]], Mapping[Any, Any]] | None = None,
         seed: int | None = None,
     ) -> dict[str, np.ndarray]:
         """Encode one user's raw behaviour events into fixed-length history arrays.
@@ -588,8 +596,10 @@ class FeatureEncoder:
                 stably). Events at or after ``now`` are dropped: the model only sees
                 the past.
             now: the request time, in seconds.
-            item_attributes: item id -> attribute dict (from the item cache); an item
-                missing from it still gets its id, with OOV attributes.
+            item_attributes: item id -> attribute dict (from the item cache), or a
+                function taking the list of needed item ids and returning such a dict
+                (so a device fetches attributes only for the events the sampler keeps);
+                an item missing from it still gets its id, with OOV attributes.
             seed: overrides the spec's sampler seed.
         """
         events = _rows(events, "events")
@@ -604,10 +614,16 @@ class FeatureEncoder:
             if t < now:
                 parsed.append((t, i, e))
         parsed.sort(key=lambda p: (p[0], p[1]))
-        attrs = item_attributes or {}
+        # Only the events the sampler keeps are encoded. gather_history then sees at most
+        # L events, which its sampler keeps whole and in order.
+        keep = [parsed[j] for j in self.sampler.positions(len(parsed), seed)]
+        ids = [e[idf] for _, _, e in keep]
+        if callable(item_attributes):
+            attrs = item_attributes(ids) or {}
+        else:
+            attrs = item_attributes or {}
         rows = []
-        for _, _, e in parsed:
-            iid = e[idf]
+        for iid in ids:
             a = attrs.get(iid)
             if a is None:
                 a = attrs.get(normalize_token(iid), {})
@@ -615,8 +631,8 @@ class FeatureEncoder:
             row[idf] = iid
             rows.append(row)
         item_arrays = self.encode_items(rows)
-        ev = self.encode_events([e.get("event") for _, _, e in parsed])
-        ts = np.array([p[0] for p in parsed], dtype=np.float64)
-        batch = self.gather_history(item_arrays, ev, ts, starts=np.zeros(1), n_past=np.array([len(parsed)]),
+        ev = self.encode_events([e.get("event") for _, _, e in keep])
+        ts = np.array([p[0] for p in keep], dtype=np.float64)
+        batch = self.gather_history(item_arrays, ev, ts, starts=np.zeros(1), n_past=np.array([len(keep)]),
                                     now=np.array([now], dtype=np.float64), seed=seed)
         return {k: v[0] for k, v in batch.items()}

@@ -172,10 +172,11 @@ class Ranker:
             first.setdefault(key, i)
         uniq = list(first)
         events = log.events(user_id, before=float(now)) if log is not None else []
-        need = set(uniq) | {normalize_token(e["item_id"]) for e in events}
-        attrs = cache.get_many(need) if cache is not None else {}
-        hist = self.encoder.encode_history(events, now=float(now), item_attributes=attrs)
+        # Attributes only for the candidates and the history events the sampler keeps.
+        lookup = (lambda ids: cache.get_many(ids)) if cache is not None else None
+        hist = self.encoder.encode_history(events, now=float(now), item_attributes=lookup)
         user = self.encoder.encode_user(user_features)
+        attrs = cache.get_many(uniq) if cache is not None else {}
         cands = self.encoder.encode_items([{**attrs.get(u, {}), self._id_field: u} for u in uniq])
         meta["n_history"] = int(hist["hist_mask"].sum())
         inputs = self.encode_request(hist, user, cands)
