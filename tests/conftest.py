@@ -43,3 +43,25 @@ def et_bundle(tiny_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "executorch"
     export_bundle(run_dir, "executorch", out, quantize="none", parity_limit=200, log=lambda s: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def onnx_bundle(tiny_run, tmp_path_factory):
+    """An int8 ONNX bundle of the tiny run."""
+    from kdaliens.export.api import export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "onnx"
+    export_bundle(tiny_run[0], "onnx", out, parity_limit=200, log=lambda s: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tflite_bundle(tiny_run, tmp_path_factory):
+    """An int8 LiteRT bundle of the tiny run; two small buckets keep conversion quick
+    (100 candidates then run in two chunks)."""
+    from kdaliens.export.api import export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "tflite"
+    export_bundle(tiny_run[0], "tflite", out, max_candidates=64, buckets=(16, 64), parity_limit=200,
+                  log=lambda s: None)
+    return out

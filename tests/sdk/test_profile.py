@@ -23,25 +23,6 @@ def _quiet(_: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def onnx_bundle(tiny_run, tmp_path_factory) -> Path:
-    from kdaliens.export.api import export_bundle
-
-    out = tmp_path_factory.mktemp("profile-bundles") / "onnx"
-    export_bundle(tiny_run[0], "onnx", out, parity_limit=200, log=_quiet)
-    return out
-
-
-@pytest.fixture(scope="module")
-def tflite_bundle(tiny_run, tmp_path_factory) -> Path:
-    from kdaliens.export.api import export_bundle
-
-    # Two small buckets keep the conversion quick; 100 candidates then run in two chunks.
-    out = tmp_path_factory.mktemp("profile-bundles") / "tflite"
-    export_bundle(tiny_run[0], "tflite", out, max_candidates=64, buckets=(16, 64), parity_limit=200, log=_quiet)
-    return out
-
-
-@pytest.fixture(scope="module")
 def et_profile(et_bundle) -> dict:
     return profile_bundle(et_bundle, candidates=(10, 100), **FAST)
 
