@@ -26,6 +26,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _read_json(path: str) -> dict:
+    import json
+
+    from kdaliens.sdk.errors import InputError
+
+    try:
+        data = json.loads(open(path).read())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: cannot read the config ({e})") from e
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: the config must be a JSON object")
+    return data
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .config import RunConfig, tiny_config
@@ -34,17 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = tiny_config() if args.tiny else RunConfig()
         if args.config:
+            # The file's keys override the base config (the defaults, or --tiny's), section by section;
+            # RunConfig.from_dict then rejects unknown keys with a clear message.
             base = cfg.to_dict()
-            override = RunConfig.from_file(args.config).to_dict()
-            import json
-
-            user = json.loads(open(args.config).read())
-            for k, v in user.items():
-                if isinstance(v, dict) and isinstance(base.get(k), dict):
-                    base[k].update(v)
-                else:
-                    base[k] = v
-            del override
+            for k, v in _read_json(args.config).items():
+                base[k] = {**base[k], **v} if isinstance(base.get(k), dict) and isinstance(v, dict) else v
             cfg = RunConfig.from_dict(base)
         run(args.data, args.out, cfg, epochs=args.epochs, seed=args.seed, force=args.force)
     except KdaliensError as e:

@@ -110,7 +110,9 @@ class TrainConfig:
     Args:
         epochs: maximum epochs per model (teacher, plain student, distilled student).
         qat_epochs: fine-tuning epochs with int8 fake quantization.
-        patience: epochs without validation improvement before stopping.
+        patience: epochs without validation improvement before stopping (students).
+        teacher_patience: the same for the teacher. 6 was tried on ML-100K: validation
+            HR@10 flattened at 0.70 and the validation score barely moved, so 3.
         lr / weight_decay: AdamW.
         batch_size: student samples per step; teacher_batch: history windows per step.
         negatives: sampled unobserved items per positive for the interaction objective.
@@ -127,6 +129,7 @@ class TrainConfig:
     epochs: int = 30
     qat_epochs: int = 3
     patience: int = 3
+    teacher_patience: int = 3
     lr: float = 3e-3
     teacher_lr: float = 2e-3
     weight_decay: float = 1e-5

@@ -317,7 +317,7 @@ def train_teacher(ctx: Context, env: DistEnv, deadline: float, log: Callable[[st
             yield tw.interaction_weight * inter + tw.click_weight * click, {"inter": float(inter), "click": float(click)}
 
     n = len(win.batches(tw.teacher_batch, None, env.rank, env.world))
-    res = _fit("teacher", trainer, [], tw.epochs, tw.patience, tw.teacher_lr, tw.weight_decay, steps, lambda: n,
+    res = _fit("teacher", trainer, [], tw.epochs, tw.teacher_patience, tw.teacher_lr, tw.weight_decay, steps, lambda: n,
                lambda m: evaluate_teacher(m.teacher, ctx, "val"), env, deadline, log)
     res.model = model
     return res

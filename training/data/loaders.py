@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kdaliens.sdk.bundle import sha256_file
 from kdaliens.sdk.errors import InputError
 from kdaliens.sdk.features import normalize_token
 
@@ -120,7 +121,7 @@ class Dataset:
         """sha256 over the source files' bytes: changes whenever the data changes."""
         h = hashlib.sha256(self.name.encode())
         for s in sorted(self.sources):
-            h.update(s.encode() if s.startswith("embedded:") else _file_digest(Path(s)).encode())
+            h.update(s.encode() if s.startswith("embedded:") else sha256_file(Path(s)).encode())
         return h.hexdigest()
 
     def summary(self) -> str:
@@ -128,14 +129,6 @@ class Dataset:
         n_i = self.interactions["item_id"].nunique()
         kind = "implicit" if self.implicit else f"explicit, {self.interactions['label'].mean():.1%} clicks"
         return f"{self.name}: {len(self):,} interactions, {n_u:,} users, {n_i:,} items ({kind})"
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- helpers
