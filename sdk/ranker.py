@@ -91,21 +91,25 @@ class Ranker:
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
-    def _candidates(candidates: Any) -> list[Any]:
+    def _candidates(candidates: Any) -> tuple[list[Any], list[str]]:
+        """The caller's ids and their canonical forms (validated once)."""
         if candidates is None or isinstance(candidates, (str, bytes, Mapping)):
             raise InputError(f"candidates must be a list of item ids, got {type(candidates).__name__}")
         try:
             items = list(candidates)
         except TypeError as e:
             raise InputError(f"candidates must be iterable, got {type(candidates).__name__}") from e
+        keys = []
         for i, c in enumerate(items):
             if isinstance(c, float) and not math.isfinite(c):
                 raise InputError(f"candidates[{i}] is not a usable id: {c!r}")
             if not isinstance(c, (str, int, float, np.integer, np.floating, bytes)) or isinstance(c, bool):
                 raise InputError(f"candidates[{i}] must be a string or int id, got {type(c).__name__}")
-            if normalize_token(c) is None:
+            key = normalize_token(c)
+            if key is None:
                 raise InputError(f"candidates[{i}] is an empty id")
-        return items
+            keys.append(key)
+        return items, keys
 
     @staticmethod
     def _k(k: Any, n: int) -> int:
@@ -150,7 +154,7 @@ class Ranker:
             A :class:`RankedList` of ``(item_id, score)``.
         """
         t0 = time.perf_counter()
-        items = self._candidates(candidates)
+        items, keys = self._candidates(candidates)
         k = self._k(k, len(items))
         if user_features is not None and not isinstance(user_features, Mapping):
             raise InputError(f"user_features must be a dict or None, got {type(user_features).__name__}")
@@ -166,7 +170,6 @@ class Ranker:
             meta["total_us"] = (time.perf_counter() - t0) * 1e6
             return RankedList([], meta)
         # Duplicates: score each id once, keep its first position.
-        keys = [normalize_token(c) for c in items]
         first: dict[str, int] = {}
         for i, key in enumerate(keys):
             first.setdefault(key, i)
