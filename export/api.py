@@ -16,11 +16,9 @@ from .bundle import staging_dir, write_bundle
 from .exportable import Exportable, load_exportable
 from .parity import check_parity, load_requests, torch_runner
 
-DEFAULT_BUCKETS = (16, 64, 128, 256, 512)
-
 
 def _lower(target: str, exp: Exportable, staging: Path, quantize: str, max_candidates: int, requests,
-           buckets: tuple[int, ...], log: Callable[[str], None]) -> dict[str, Any]:
+           buckets: tuple[int, ...] | None, log: Callable[[str], None]) -> dict[str, Any]:
     if target == "executorch":
         from .executorch import export_to_executorch
 
@@ -31,15 +29,16 @@ def _lower(target: str, exp: Exportable, staging: Path, quantize: str, max_candi
 
         return export_to_onnx(exp, staging, quantize, max_candidates, calibration=requests.inputs[:256], log=log)
     if target == "tflite":
-        from .litert import export_to_litert
+        from .litert import DEFAULT_BUCKETS, export_to_litert
 
+        buckets = buckets or DEFAULT_BUCKETS
         return export_to_litert(exp, staging, quantize, buckets=tuple(b for b in buckets if b <= max_candidates)
                                 or (max_candidates,), log=log)
     raise InputError(f"unknown target {target!r}; choose executorch, onnx or tflite")
 
 
 def export_bundle(run_dir: str | Path, target: str, out: str | Path, quantize: str = "int8",
-                  max_candidates: int = 512, tolerance: float = 0.002, buckets: tuple[int, ...] = DEFAULT_BUCKETS,
+                  max_candidates: int = 512, tolerance: float = 0.002, buckets: tuple[int, ...] | None = None,
                   parity_limit: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Export the run's student for ``target``, check parity in the real runtime, write the bundle.
 

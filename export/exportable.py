@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -142,7 +141,3 @@ def load_exportable(run_dir: str | Path, quantize: str = "int8") -> Exportable:
     return Exportable(module=module, spec=spec, config=cfg, input_names=student_input_names(spec),
                       output_names=list(OUTPUT_NAMES), source_checkpoint=str(source), source_metrics=metrics,
                       qat_state=qat_state)
-
-
-def numpy_inputs(inputs: tuple[torch.Tensor, ...], names: list[str]) -> dict[str, np.ndarray]:
-    return {n: t.numpy() for n, t in zip(names, inputs)}

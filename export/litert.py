@@ -39,7 +39,7 @@ from kdaliens.sdk.errors import InputError
 
 from .exportable import Exportable
 
-DEFAULT_BUCKETS: tuple[int, ...] = (16, 64, 256, 512)
+DEFAULT_BUCKETS: tuple[int, ...] = (16, 64, 128, 256, 512)
 MODEL_FILE = "model.tflite"
 
 #: The ai-edge-quantizer recipe behind ``quantize="int8"``.

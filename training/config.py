@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from kdaliens.sdk.errors import InputError
@@ -164,15 +163,6 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
         return _from_dict(cls, d, "run")
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> RunConfig:
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}: not valid JSON ({e})") from e
-        except OSError as e:
-            raise InputError(f"{path}: cannot read config ({e})") from e
 
 
 def tiny_config(**train_overrides: Any) -> RunConfig:

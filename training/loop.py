@@ -103,7 +103,7 @@ def _val_score(m: dict[str, dict[str, float]]) -> float:
     return (0.0 if math.isnan(auc) else auc) + m["ranking"]["ndcg@10"]
 
 
-def _fit(name: str, model: nn.Module, extra_params: list[nn.Parameter], epochs: int, patience: int,
+def _fit(name: str, model: nn.Module, epochs: int, patience: int,
          lr: float, wd: float, step_fn: Callable[[nn.Module, int], Any], n_batches: Callable[[], int],
          evaluate: Callable[[nn.Module], dict], env: DistEnv, deadline: float, log: Callable[[str], None],
          train_mode: Callable[[nn.Module], None] | None = None,
@@ -112,7 +112,7 @@ def _fit(name: str, model: nn.Module, extra_params: list[nn.Parameter], epochs: 
     train_mode = train_mode or (lambda m: m.train())
     eval_mode = eval_mode or (lambda m: m.eval())
     wrapped = _wrap(model, env)
-    params = [p for p in model.parameters() if p.requires_grad] + extra_params
+    params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
     best, best_state, best_epoch, bad = -float("inf"), None, -1, 0
     history: list[dict[str, Any]] = []
@@ -317,7 +317,7 @@ def train_teacher(ctx: Context, env: DistEnv, deadline: float, log: Callable[[st
             yield tw.interaction_weight * inter + tw.click_weight * click, {"inter": float(inter), "click": float(click)}
 
     n = len(win.batches(tw.teacher_batch, None, env.rank, env.world))
-    res = _fit("teacher", trainer, [], tw.epochs, tw.teacher_patience, tw.teacher_lr, tw.weight_decay, steps, lambda: n,
+    res = _fit("teacher", trainer, tw.epochs, tw.teacher_patience, tw.teacher_lr, tw.weight_decay, steps, lambda: n,
                lambda m: evaluate_teacher(m.teacher, ctx, "val"), env, deadline, log)
     res.model = model
     return res
@@ -383,7 +383,7 @@ def teacher_signals(model: TeacherRanker, ctx: Context) -> TeacherSignals:
 class _StudentTrainModule(nn.Module):
     """Student + distillation losses in one forward, so DDP syncs every part."""
 
-    def __init__(self, student: nn.Module, distill: DistillLoss | None, tw, student_fwd=None):
+    def __init__(self, student: nn.Module, distill: DistillLoss | None, tw):
         super().__init__()
         self.student = student
         self.distill = distill
@@ -480,7 +480,7 @@ def _fit_student(name, trainer, ctx, env, deadline, log, signals, epochs, lr, re
             yield wrapped(b, t, hard_w)
 
     n = math.ceil(len(ctx.train_rows) / tw.batch_size / env.world)
-    res = _fit(name, trainer, [], epochs, tw.patience, lr, tw.weight_decay, steps, lambda: n,
+    res = _fit(name, trainer, epochs, tw.patience, lr, tw.weight_decay, steps, lambda: n,
                lambda m: evaluate_student(m.student, ctx, "val"), env, deadline, log, train_mode, eval_mode)
     res.model = result_model
     return res

@@ -18,7 +18,6 @@ Supported inputs (picked by name, then by content):
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import io
 import os
@@ -30,7 +29,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kdaliens.sdk.bundle import sha256_file
 from kdaliens.sdk.errors import InputError
 from kdaliens.sdk.features import normalize_token
 
@@ -116,13 +114,6 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.interactions)
-
-    def fingerprint(self) -> str:
-        """sha256 over the source files' bytes: changes whenever the data changes."""
-        h = hashlib.sha256(self.name.encode())
-        for s in sorted(self.sources):
-            h.update(s.encode() if s.startswith("embedded:") else sha256_file(Path(s)).encode())
-        return h.hexdigest()
 
     def summary(self) -> str:
         n_u = self.interactions["user_id"].nunique()

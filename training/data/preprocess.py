@@ -285,7 +285,7 @@ def prepare(ds: Dataset, cfg: SplitConfig | None = None) -> Prepared:
     inter = inter.iloc[order].reset_index(drop=True)
     users_sorted = inter["user_id"].to_numpy()
     # Users in order of appearance in the sorted log.
-    uniq_users, first_idx = np.unique(users_sorted.astype(str), return_index=True)
+    _, first_idx = np.unique(users_sorted.astype(str), return_index=True)
     user_ids = users_sorted[np.sort(first_idx)]
     user_row = {u: i for i, u in enumerate(user_ids)}
     ev_user = np.array([user_row[u] for u in users_sorted], dtype=np.int64)

@@ -97,9 +97,5 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
 
 
-def item_fields_of(spec: FeatureSpec) -> list[Field]:
-    return list(spec.item_fields)
-
-
 def history_fields_of(spec: FeatureSpec) -> list[Field]:
     return [spec.item_field(n) for n in spec.history_item_fields or ()]
