@@ -13,42 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from kdaliens.export.exportable import load_exportable
+from kdaliens.export.latency import eager_student_fn, run_prepared, student_requests_for, time_calls
 from kdaliens.sdk.backends import backend_for_target, get_backend
-from kdaliens.sdk.features import FeatureEncoder
-from kdaliens.training.batches import student_requests
-from kdaliens.training.data import SplitConfig, load_prepared
-
-
-def requests_with_candidates(run_dir: Path, exp, n_cand: int, n_req: int = 64) -> list[dict[str, np.ndarray]]:
-    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
-    prep = load_prepared(info.get("data", "movielens-100k"), exp.config.data, SplitConfig(**exp.config.split))
-    r = prep.rank["test"]
-    rng = np.random.default_rng(0)
-    rows = rng.choice(len(r["user"]), size=min(n_req, len(r["user"])), replace=False)
-    cands = rng.integers(0, prep.n_items, size=(len(rows), n_cand))
-    batch = student_requests(prep, FeatureEncoder(exp.spec), r["user"][rows], r["start"][rows], r["n_past"][rows],
-                             r["ts"][rows], cands)
-    batch["hist_mask"] = batch["hist_mask"].astype(np.float32)
-    return [{n: batch[n][b:b + 1] for n in exp.input_names} for b in range(len(rows))]
-
-
-def time_calls(fn, reqs, repeats: int, warmup: int = 200) -> dict[str, float]:
-    for i in range(warmup):
-        fn(reqs[i % len(reqs)])
-    ts = np.empty(repeats)
-    for i in range(repeats):
-        r = reqs[i % len(reqs)]
-        t0 = time.perf_counter_ns()
-        fn(r)
-        ts[i] = time.perf_counter_ns() - t0
-    return {"p50_us": float(np.percentile(ts, 50) / 1e3), "p99_us": float(np.percentile(ts, 99) / 1e3)}
 
 
 def main() -> None:
@@ -61,22 +32,18 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     exp = load_exportable(args.run, "none")
-    reqs = requests_with_candidates(args.run, exp, args.candidates)
+    reqs = student_requests_for(run_prepared(args.run, exp.config), exp, args.candidates, n_req=64)
     rows = []
 
-    def eager(r):
-        with torch.no_grad():
-            return exp.module(*[torch.from_numpy(r[n]) for n in exp.input_names])
-
     rows.append({"model": "student fp32", "backend": "torch eager", "quantization": "none", "size_kb": None,
-                 **time_calls(eager, reqs, args.repeats)})
+                 **time_calls(eager_student_fn(exp), reqs, args.repeats, warmup=200)})
     for b in args.bundles:
         m = json.loads((b / "manifest.json").read_text())
         backend = get_backend(backend_for_target(m["target"]))(b / m["model_file"], m, threads=1)
         rows.append({"model": f"student {m['quantization']}", "backend": backend.name, "quantization": m["quantization"],
                      "size_kb": round((b / m["model_file"]).stat().st_size / 1024, 1),
                      "parity_auc": [m["parity"]["auc_reference"], m["parity"]["auc_exported"]],
-                     **time_calls(backend.run, reqs, args.repeats)})
+                     **time_calls(backend.run, reqs, args.repeats, warmup=200)})
     base = rows[0]["p50_us"]
     print(f"{args.candidates} candidates, 1 thread, {args.repeats} calls")
     print(f"{'backend':<14}{'quant':<7}{'p50 us':>9}{'p99 us':>9}{'vs eager':>10}{'size KB':>9}")

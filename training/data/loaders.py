@@ -234,7 +234,8 @@ _RECBOLE_TYPES = {"token": "categorical", "float": "numeric", "token_seq": "mult
 _ML100K_KINDS = {"age": "numeric", "release_year": "numeric", "movie_title": "skip", "zip_code": "skip"}
 
 
-def _read_atomic(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+def read_atomic(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    """A RecBole atomic file: the table (column names without types) and each column's field kind."""
     with open(path, "rb") as f:
         first = f.readline().decode("latin-1").rstrip("\r\n")
     cols = first.split("\t")
@@ -257,7 +258,7 @@ def load_recbole(inter_path: Path, config: DataConfig, name: str | None = None,
     """Read RecBole atomic files: ``X.inter`` with optional ``X.user`` and ``X.item``."""
     inter_path = Path(inter_path)
     stem = inter_path.name[: -len(".inter")]
-    inter, kinds = _read_atomic(inter_path)
+    inter, kinds = read_atomic(inter_path)
     for need in ("user_id", "item_id"):
         if need not in inter.columns:
             raise DataFormatError(inter_path, 1, f"a {need} column", ", ".join(inter.columns))
@@ -278,7 +279,7 @@ def load_recbole(inter_path: Path, config: DataConfig, name: str | None = None,
     for suffix in ("user", "item"):
         p = inter_path.with_name(f"{stem}.{suffix}")
         if p.exists():
-            df, k = _read_atomic(p)
+            df, k = read_atomic(p)
             key = f"{suffix}_id"
             if key not in df.columns:
                 raise DataFormatError(p, 1, f"a {key} column", ", ".join(df.columns))

@@ -187,7 +187,8 @@ def _quantile_boundaries(values: np.ndarray, n_buckets: int) -> tuple[float, ...
     return tuple(float(x) for x in np.unique(qs))
 
 
-def _event_tokens(ds: Dataset) -> np.ndarray:
+def event_tokens(ds: Dataset) -> np.ndarray:
+    """The behaviour-log ``event`` of every interaction: the rating ("4"), click/view, or "interact"."""
     if ds.implicit:
         return np.full(len(ds.interactions), IMPLICIT_EVENT, dtype=object)
     r = ds.interactions["rating"].to_numpy()
@@ -237,7 +238,7 @@ def build_feature_spec(ds: Dataset, train_rows: np.ndarray, cfg: SplitConfig,
     item_fields = [CategoricalField("item_id", vocab=item_vocab)]
     item_fields += fields_for(ds.items, ds.item_field_kinds, restrict=None)
     user_fields = fields_for(ds.users, ds.user_field_kinds, restrict=None)
-    events = _event_tokens(ds)[train_rows]
+    events = event_tokens(ds)[train_rows]
     event_vocab = tuple(sorted(set(events), key=_id_sort_key))
     return FeatureSpec(user_fields=tuple(user_fields), item_fields=tuple(item_fields), item_id_field="item_id",
                        user_id_field="user_id", history=history or HistorySpec(), event_vocab=event_vocab)
@@ -322,7 +323,7 @@ def prepare(ds: Dataset, cfg: SplitConfig | None = None) -> Prepared:
 
     ev_item = np.array([item_row[i] for i in inter["item_id"]], dtype=np.int64)
     ev_ts = inter["timestamp"].to_numpy(dtype=np.float64)
-    ev_event = enc.encode_events(list(_event_tokens(sorted_ds)))
+    ev_event = enc.encode_events(list(event_tokens(sorted_ds)))
     ev_label = inter["label"].to_numpy(dtype=np.float64)
 
     rng = np.random.default_rng(cfg.seed)
