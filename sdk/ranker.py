@@ -198,7 +198,7 @@ class Ranker:
             raise
         except Exception as e:  # a runtime failure must not crash the host app
             logger.exception("kdaliens: model call failed; returning candidates in the given order")
-            meta.update(fallback=True, error=f"{type(e).__name__}: {e}")
+            meta.update(fallback=True, error=f"{type(e).__name__}: {e}", encode_us=(t1 - t0) * 1e6)
             order = sorted(range(len(uniq)), key=lambda j: first[uniq[j]])
             ranked = [(items[first[uniq[j]]], float("nan")) for j in order][:k]
             meta["model_us"] = (time.perf_counter() - t1) * 1e6
