@@ -148,15 +148,17 @@ class _Lookup:
         return N_RESERVED + stable_hash(token) % int(self.hash_buckets)
 
     def encode(self, value: Any) -> int:
-        # Memoize on hashable raw values: apps send the same ids over and over.
+        # Memoize on hashable raw values: apps send the same ids over and over. Booleans
+        # get their own keys: True == 1 as a dict key, but they normalize differently.
+        key = (bool, value) if isinstance(value, (bool, np.bool_)) else value
         try:
-            return self._memo[value]
+            return self._memo[key]
         except (KeyError, TypeError):
             pass
         i = self.token_id(normalize_token(value))
         try:
             if len(self._memo) < 1_000_000:
-                self._memo[value] = i
+                self._memo[key] = i
         except TypeError:
             pass
         return i

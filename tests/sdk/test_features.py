@@ -163,3 +163,10 @@ def test_encode_history_pads_masks_and_uses_only_the_past():
     assert not empty["hist_mask"].any() and (empty["hist_item_id"] == 0).all()
     with pytest.raises(InputError, match="ts"):
         enc.encode_history([{"item_id": 1}], now=1.0)
+
+
+def test_bool_and_int_tokens_do_not_share_the_memo():
+    # True == 1 as a dict key; the encoder's memo must not let one answer for the other.
+    field = CategoricalField("flag", vocab=("1", "true"))
+    assert [field.encode_one(v) for v in (1, True, 1, True)] == [2, 3, 2, 3]
+    assert [field.encode_one(v) for v in (np.True_, 1)] == [3, 2]
