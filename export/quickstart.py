@@ -401,7 +401,10 @@ def format_report_md(rep: dict) -> str:
               "HR@10/NDCG@10: each user's last item among 100 items they never touched.", "",
               "![accuracy](accuracy.png)", ""]
     if rep["bundles"]:
-        L += ["## Bundles (int8)", "", "| target | model file | bundle | AUC reference | AUC exported | max abs diff |",
+        L += ["## Bundles (int8)", "", "Bundle = the folder: model, `manifest.json` and, for ExecuTorch, `model.etrecord` "
+              "(a profiling aid for `kdaliens-profile`; an app ships only the `.pte` and the manifest). "
+              "Parity: the held-out CTR test split scored by the target's runtime and by the PyTorch reference.", "",
+              "| target | model file | bundle | AUC reference | AUC exported | max abs diff |",
               "|---|---|---|---|---|---|"]
         for t, b in rep["bundles"].items():
             p = b["parity"]
@@ -509,10 +512,10 @@ def plot_training(history: dict[str, list], path: Path) -> Path:
     fig = Figure(figsize=(10, 3.6), dpi=120)
     for k, (block, key, label) in enumerate((("ctr", "auc", "validation AUC"), ("ranking", "hr@10", "validation HR@10"))):
         ax = fig.add_subplot(1, 2, k + 1)
-        for name, hist in history.items():
-            pts = [(h["epoch"], h["val"][block][key]) for h in hist if h.get("val")]
+        for name in sorted(history, key=lambda n: MODELS.index(n) if n in MODELS else len(MODELS)):
+            pts = [(h["epoch"], h["val"][block][key]) for h in history[name] if h.get("val")]
             if pts:
-                ax.plot(*zip(*pts), "-o", markersize=3, label=name)
+                ax.plot(*zip(*pts), "-o", markersize=3, color=MODEL_COLORS.get(name), label=name)
         ax.set_xlabel("epoch")
         ax.set_title(label, fontsize=9)
         ax.grid(True, alpha=0.3)
