@@ -589,6 +589,7 @@ class FeatureEncoder:
         now: float,
         item_attributes: Mapping[Any, Mapping[str, Any]] | Callable[[list[Any]], Mapping[Any, Any]] | None = None,
         seed: int | None = None,
+        encoded_items: Callable[[list[Any]], Mapping[str, np.ndarray]] | None = None,
     ) -> dict[str, np.ndarray]:
         """Encode one user's raw behaviour events into fixed-length history arrays.
 
@@ -603,6 +604,9 @@ class FeatureEncoder:
                 (so a device fetches attributes only for the events the sampler keeps);
                 an item missing from it still gets its id, with OOV attributes.
             seed: overrides the spec's sampler seed.
+            encoded_items: instead of ``item_attributes``, a function taking the list of
+                needed item ids and returning their encoded fields, as :meth:`encode_items`
+                would (the Ranker keeps encoded items between calls).
         """
         events = _rows(events, "events")
         idf = self.spec.item_id_field
@@ -620,19 +624,22 @@ class FeatureEncoder:
         # L events, which its sampler keeps whole and in order.
         keep = [parsed[j] for j in self.sampler.positions(len(parsed), seed)]
         ids = [e[idf] for _, _, e in keep]
-        if callable(item_attributes):
-            attrs = item_attributes(ids) or {}
+        if encoded_items is not None:
+            item_arrays = dict(encoded_items(ids))
         else:
-            attrs = item_attributes or {}
-        rows = []
-        for iid in ids:
-            a = attrs.get(iid)
-            if a is None:
-                a = attrs.get(normalize_token(iid), {})
-            row = dict(a)
-            row[idf] = iid
-            rows.append(row)
-        item_arrays = self.encode_items(rows)
+            if callable(item_attributes):
+                attrs = item_attributes(ids) or {}
+            else:
+                attrs = item_attributes or {}
+            rows = []
+            for iid in ids:
+                a = attrs.get(iid)
+                if a is None:
+                    a = attrs.get(normalize_token(iid), {})
+                row = dict(a)
+                row[idf] = iid
+                rows.append(row)
+            item_arrays = self.encode_items(rows)
         ev = self.encode_events([e.get("event") for _, _, e in keep])
         ts = np.array([p[0] for p in keep], dtype=np.float64)
         batch = self.gather_history(item_arrays, ev, ts, starts=np.zeros(1), n_past=np.array([len(keep)]),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,12 @@ from .backends.base import Backend
 from .bundle import Bundle
 from .errors import InputError, KdaliensError
 from .features import FeatureEncoder, normalize_token
+from .stores import ItemCache
 
 logger = logging.getLogger("kdaliens.sdk")
 
 BACKEND_NAMES = ("auto", "executorch", "onnxruntime", "litert")
+MAX_ENCODED_ITEMS = 1_000_000  # encoded item rows kept between calls (about 100 MB at most)
 
 
 class RankedList(list):
@@ -51,6 +54,76 @@ class RankedList(list):
         self.meta = meta or {}
 
 
+class _EncodedItems:
+    """Each cached item's encoded ids, kept between calls so rerank encodes only new items.
+
+    Valid for one :class:`~kdaliens.sdk.stores.ItemCache` at one :meth:`generation`
+    (any upsert or eviction, by any process, starts over). Items that expire by TTL
+    (without a write) are caught per row through their upsert time. Rows are
+    ``encode_items`` output, which encodes each item on its own, so gathering memoized
+    rows gives the same arrays as encoding the batch.
+    """
+
+    def __init__(self, encoder: FeatureEncoder, id_field: str):
+        self.encoder = encoder
+        self.id_field = id_field
+        self.cache_ref: Any = None
+        self.generation: int | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.index: dict[str, int] = {}
+        self.arrays: dict[str, np.ndarray] = {}
+        self.updated = np.empty(0)  # upsert time of each row (+inf: absent from the cache)
+        self.n = 0
+
+    def _store(self, keys: list[str], rows: dict[str, np.ndarray], updated: np.ndarray) -> np.ndarray:
+        """Write encoded rows (new keys appended, known keys overwritten); their row numbers."""
+        pos = np.empty(len(keys), dtype=np.int64)
+        for j, k in enumerate(keys):
+            i = self.index.get(k)
+            if i is None:
+                i = self.index[k] = self.n
+                self.n += 1
+            pos[j] = i
+        if self.n > len(self.updated):  # grow by doubling
+            cap = max(self.n, 2 * len(self.updated), 256)
+            self.updated = np.concatenate([self.updated, np.full(cap - len(self.updated), -np.inf)])
+            for name, v in rows.items():
+                old = self.arrays.get(name)
+                grown = np.zeros((cap,) + v.shape[1:], dtype=v.dtype)
+                if old is not None:
+                    grown[: len(old)] = old
+                self.arrays[name] = grown
+        for name, v in rows.items():
+            self.arrays[name][pos] = v
+        self.updated[pos] = updated
+        return pos
+
+    def encode(self, keys: list[str], cache: Any) -> dict[str, np.ndarray]:
+        if not keys:
+            return self.encoder.encode_items([])
+        gen = cache.generation()
+        if (self.cache_ref is None or self.cache_ref() is not cache or gen != self.generation
+                or self.n > MAX_ENCODED_ITEMS):
+            self._reset()
+            self.cache_ref, self.generation = weakref.ref(cache), gen
+        pos = np.fromiter((self.index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        known = pos >= 0
+        if known.any() and cache.ttl_seconds is not None:  # expired since they were encoded
+            known[known] = self.updated[pos[known]] > cache._cutoff()
+        miss = np.flatnonzero(~known)
+        if len(miss):
+            mkeys = [keys[j] for j in miss]
+            found = cache.get_many_timed(mkeys)
+            rows = self.encoder.encode_items([{**found[k][0], self.id_field: k} if k in found
+                                              else {self.id_field: k} for k in mkeys])
+            # An absent item stays absent until the next upsert (a new generation).
+            updated = np.array([found[k][1] if k in found else np.inf for k in mkeys], dtype=np.float64)
+            pos[miss] = self._store(mkeys, rows, updated)
+        return {name: v[pos] for name, v in self.arrays.items()}
+
+
 class Ranker:
     """A bundle's model plus the encoder that feeds it. Build it with :meth:`load`."""
 
@@ -62,6 +135,7 @@ class Ranker:
         self.max_candidates = backend.max_candidates
         self.input_names = backend.input_names
         self._id_field = self.spec.item_id_field
+        self._items = _EncodedItems(self.encoder, self._id_field)
 
     @classmethod
     def load(cls, bundle: str | Path | Bundle, backend: str = "auto", threads: int = 1) -> Ranker:
@@ -132,6 +206,13 @@ class Ranker:
                 out[name] = history[name][None]
         return out
 
+    def _encode_candidates(self, keys: list[str], cache) -> dict[str, np.ndarray]:
+        """Encoded candidate fields; an :class:`ItemCache` gets its encoded rows kept between calls."""
+        if isinstance(cache, ItemCache):
+            return self._items.encode(keys, cache)
+        attrs = cache.get_many(keys) if cache is not None else {}
+        return self.encoder.encode_items([{**attrs.get(u, {}), self._id_field: u} for u in keys])
+
     # ------------------------------------------------------------------ rerank
     def rerank(self, user_id: Any, candidates: Iterable[Any], cache=None, log=None,
                user_features: Mapping[str, Any] | None = None, k: int | None = None,
@@ -175,12 +256,16 @@ class Ranker:
             first.setdefault(key, i)
         uniq = list(first)
         events = log.events(user_id, before=float(now)) if log is not None else []
-        # Attributes only for the candidates and the history events the sampler keeps.
-        lookup = (lambda ids: cache.get_many(ids)) if cache is not None else None
-        hist = self.encoder.encode_history(events, now=float(now), item_attributes=lookup)
+        # Attributes only for the candidates and the history events the sampler keeps;
+        # an ItemCache's items are encoded once and kept (see _EncodedItems).
+        if isinstance(cache, ItemCache):
+            hist = self.encoder.encode_history(events, now=float(now), encoded_items=lambda ids: self._items.encode(
+                [normalize_token(i) for i in ids], cache))
+        else:
+            lookup = (lambda ids: cache.get_many(ids)) if cache is not None else None
+            hist = self.encoder.encode_history(events, now=float(now), item_attributes=lookup)
         user = self.encoder.encode_user(user_features)
-        attrs = cache.get_many(uniq) if cache is not None else {}
-        cands = self.encoder.encode_items([{**attrs.get(u, {}), self._id_field: u} for u in uniq])
+        cands = self._encode_candidates(uniq, cache)
         meta["n_history"] = int(hist["hist_mask"].sum())
         inputs = self.encode_request(hist, user, cands)
         t1 = time.perf_counter()

@@ -65,6 +65,7 @@ _BUSY_TIMEOUT_S = 5.0
 # Ids per ``IN (...)`` query: below SQLITE_MAX_VARIABLE_NUMBER of every SQLite build (999 before 3.32).
 _CHUNK = 900
 _META_TABLE = "kdaliens_meta"
+_GENERATION_KEY = "items_generation"
 
 # One writer lock per database file and process: threads of this process that write the same
 # file queue here (promptly woken) instead of in SQLite's busy handler, which polls with sleeps
@@ -524,7 +525,31 @@ class ItemCache(_Store):
                 ((item_id, attrs, now, base + k + 1) for k, (item_id, attrs) in enumerate(rows)),
             )
             self._evict(conn)
+            self._bump_generation(conn)
         return len(rows)
+
+    @staticmethod
+    def _bump_generation(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            f"INSERT INTO {_META_TABLE} (key, value) VALUES (?, '1')"
+            " ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+            (_GENERATION_KEY,),
+        )
+
+    def generation(self) -> int:
+        """A counter that changes whenever any process writes or evicts items in this file.
+
+        Readers that keep derived data (the :class:`~kdaliens.sdk.Ranker` keeps each
+        item's encoded ids) compare it to know their copy is current; TTL expiry, which
+        happens without a write, is theirs to check with the items' upsert times.
+        """
+        with self._read("generation") as conn:
+            row = conn.execute(f"SELECT value FROM {_META_TABLE} WHERE key = ?", (_GENERATION_KEY,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def get_many_timed(self, item_ids: Iterable[Any]) -> dict[str, tuple[dict[str, Any], float]]:
+        """Like :meth:`get_many`, with each item's upsert time: id -> (attributes, updated_at)."""
+        return {k: (self._item(k, attrs), t) for k, (attrs, t) in self._fetch(item_ids).items()}
 
     def _evict(self, conn: sqlite3.Connection) -> int:
         removed = 0
@@ -542,7 +567,10 @@ class ItemCache(_Store):
     def evict_expired(self) -> int:
         """Delete items older than ``ttl_seconds`` (and any above ``max_items``); returns how many."""
         with self._write("evict_expired") as conn:
-            return self._evict(conn)
+            removed = self._evict(conn)
+            if removed:
+                self._bump_generation(conn)
+            return removed
 
     @staticmethod
     def _item(item_id: str, attrs: str) -> dict[str, Any]:
@@ -564,12 +592,16 @@ class ItemCache(_Store):
 
         One query per 900 ids (SQLite's limit on bound variables), all in one read transaction.
         """
+        return {k: self._item(k, attrs) for k, (attrs, _) in self._fetch(item_ids).items()}
+
+    def _fetch(self, item_ids: Iterable[Any]) -> dict[str, tuple[str, float]]:
+        """Canonical id -> (attributes JSON, updated_at) of the unexpired cached ids, in request order."""
         if isinstance(item_ids, (str, bytes, Mapping)):
             raise InputError(f"get_many takes an iterable of ids, got {type(item_ids).__name__}")
         keys = list(dict.fromkeys(_id(v, "item_id") for v in item_ids))
         if not keys:
             return {}
-        found: dict[str, str] = {}
+        found: dict[str, tuple[str, float]] = {}
         cutoff = self._cutoff()
         with self._read("get_many") as conn:
             if len(keys) > _CHUNK:
@@ -577,16 +609,16 @@ class ItemCache(_Store):
             try:
                 for chunk in _chunks(keys):
                     marks = ",".join("?" * len(chunk))
-                    found.update(
-                        conn.execute(
-                            f"SELECT item_id, attrs FROM kdaliens_items WHERE item_id IN ({marks}) AND updated_at > ?",
-                            (*chunk, cutoff),
-                        )
-                    )
+                    for item_id, attrs, t in conn.execute(
+                        f"SELECT item_id, attrs, updated_at FROM kdaliens_items WHERE item_id IN ({marks})"
+                        " AND updated_at > ?",
+                        (*chunk, cutoff),
+                    ):
+                        found[item_id] = (attrs, t)
             finally:
                 if conn.in_transaction:
                     conn.execute("COMMIT")
-        return {k: self._item(k, found[k]) for k in keys if k in found}
+        return {k: found[k] for k in keys if k in found}
 
     def item_ids(self, limit: int | None = None) -> list[str]:
         """Cached (unexpired) ids, most recently upserted first; at most ``limit`` of them."""

@@ -153,3 +153,68 @@ def test_backend_errors(et_bundle):
 def test_manifest_spec_drives_the_encoder(world, et_bundle):
     m = json.loads((et_bundle / "manifest.json").read_text())
     assert world["ranker"].spec.to_dict()["history"] == m["history_sampler"]
+
+
+class _DictCache:
+    """Item attributes without an ItemCache: the Ranker encodes every candidate each call."""
+
+    def __init__(self, items):
+        self.items = {str(i["item_id"]): dict(i) for i in items}
+
+    def get_many(self, ids):
+        return {k: self.items[k] for k in map(str, ids) if k in self.items}
+
+
+def test_encoded_items_kept_between_calls_follow_every_change(et_bundle, tmp_path):
+    """The Ranker keeps encoded item rows per ItemCache; upserts (from any connection),
+    evictions and TTL expiry must show up exactly as a fresh encoding would."""
+    ds = load_dataset("movielens-100k")
+    items = ds.items.head(300).to_dict("records")
+    clock = [1000.0]
+    db = tmp_path / "device.db"
+    cache = ItemCache(db, ttl_seconds=100, clock=lambda: clock[0])
+    cache.upsert(items)
+    ranker = Ranker.load(et_bundle)
+    ids = [str(i["item_id"]) for i in items[:120]] + ["no-such-item"]
+
+    def same_as_fresh(expected_items):
+        fresh = ranker.encoder.encode_items(
+            [{**expected_items.get(k, {}), ranker.spec.item_id_field: k} for k in ids])
+        got = ranker._encode_candidates(ids, cache)
+        assert got.keys() == fresh.keys()
+        for name in fresh:
+            np.testing.assert_array_equal(got[name], fresh[name], err_msg=name)
+
+    by_id = {str(i["item_id"]): i for i in items}
+    same_as_fresh(by_id)
+    same_as_fresh(by_id)  # second call: served from the kept rows
+    # Another connection (as another process would) changes one item's attributes.
+    other = ItemCache(db, ttl_seconds=100, clock=lambda: clock[0])
+    changed = {**by_id[ids[3]], "release_year": "1931", "class": "Western"}
+    other.upsert([changed])
+    by_id[ids[3]] = changed
+    same_as_fresh(by_id)
+    # The unknown id arrives in the cache.
+    other.upsert([{"item_id": "no-such-item", "release_year": "1999", "class": "Drama"}])
+    by_id["no-such-item"] = {"release_year": "1999", "class": "Drama"}
+    same_as_fresh(by_id)
+    # Time passes: everything upserted at t=1000 expires without any write; ids[5],
+    # upserted again at t=1060, stays.
+    clock[0] += 60
+    other.upsert([{**by_id[ids[5]]}])
+    clock[0] += 50
+    alive = {ids[5]: by_id[ids[5]]}
+    same_as_fresh(alive)
+    assert cache.evict_expired() > 0
+    same_as_fresh(alive)
+
+
+def test_rerank_scores_equal_with_and_without_kept_rows(world):
+    r, cache, log = world["ranker"], world["cache"], world["log"]
+    ids = cache.item_ids(limit=400)
+    plain = _DictCache(cache.get_many(cache.item_ids()).values())  # every item: history events need theirs
+    for user in ("1", "42"):
+        a = r.rerank(user, ids, cache=cache, log=log, now=2e9)
+        b = r.rerank(user, ids, cache=cache, log=log, now=2e9)  # second call reuses encoded rows
+        c = r.rerank(user, ids, cache=plain, log=log, now=2e9)
+        assert a == b == c

@@ -629,3 +629,25 @@ def test_writer_waits_at_most_busy_timeout_and_readers_never_block(tmp_path):
     log.append("u", 2, ts=2.0)  # the failed write left no transaction open
     assert len(log) == 2
     log.close()
+
+
+def test_item_generation_changes_on_every_write_by_anyone(tmp_path):
+    clock = [100.0]
+    db = tmp_path / "device.db"
+    cache = ItemCache(db, ttl_seconds=10, clock=lambda: clock[0])
+    other = ItemCache(db, ttl_seconds=10, clock=lambda: clock[0])
+    g0 = cache.generation()
+    cache.upsert([{"item_id": 1, "year": 1995}])
+    g1 = cache.generation()
+    assert g1 != g0 and other.generation() == g1
+    cache.get_many([1]), len(cache), 1 in cache  # reads change nothing
+    assert cache.generation() == g1
+    other.upsert([{"item_id": 2}])
+    g2 = cache.generation()
+    assert g2 != g1
+    assert cache.evict_expired() == 0 and cache.generation() == g2  # nothing removed
+    clock[0] += 11
+    assert cache.evict_expired() == 2 and cache.generation() != g2
+    assert cache.get_many_timed([1, 2]) == {}
+    cache.upsert([{"item_id": 3, "tags": ["a"]}])
+    assert cache.get_many_timed(["3", 4]) == {"3": ({"item_id": "3", "tags": ["a"]}, clock[0])}
