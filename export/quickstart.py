@@ -211,7 +211,7 @@ def torch_step(run_dir: Path, path: Path, candidates: Sequence[int], repeats: in
             fn = eager_student_fn(exp)
             for n in candidates:
                 reqs = student_requests_for(prep, exp, n)
-                student.append({"candidates": int(n), **time_calls(fn, reqs, repeats, warmup=20)})
+                student.append({"candidates": int(n), **time_calls(fn, reqs, repeats, warmup=50)})
                 bar.update(1)
     finally:
         torch.set_num_threads(threads)
