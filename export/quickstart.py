@@ -591,15 +591,13 @@ def run_quickstart(out: str | Path = DEFAULT_OUT, force: bool = False, config=No
         except ImportError as e:
             log(f"[report] no plots: matplotlib does not import ({e})")
         rep["plots"] = [p.name for p in plots]
-        rep["seconds"] = round(time.perf_counter() - t0, 1)
-        write_json(out / "report.json", rep)
-        (out / "report.md").write_text(format_report_md(rep))
         return rep, False
 
     steps.run(5, "report", report, f"write {out / 'report.json'}, report.md and the plots")
-    # The report step timed itself after writing; rewrite with its own time in it.
     if rep:
+        # Written after the step so that the report holds its own step's time too.
         rep["steps"] = steps.timings
+        rep["seconds"] = round(time.perf_counter() - t0, 1)
         write_json(out / "report.json", rep)
         (out / "report.md").write_text(format_report_md(rep))
         log("")

@@ -100,14 +100,18 @@ class _EncodedItems:
         self.updated[pos] = updated
         return pos
 
-    def encode(self, keys: list[str], cache: Any) -> dict[str, np.ndarray]:
-        if not keys:
-            return self.encoder.encode_items([])
+    def sync(self, cache: Any) -> None:
+        """Start over when the cache is another one or has changed since the rows were kept."""
         gen = cache.generation()
         if (self.cache_ref is None or self.cache_ref() is not cache or gen != self.generation
                 or self.n > MAX_ENCODED_ITEMS):
             self._reset()
             self.cache_ref, self.generation = weakref.ref(cache), gen
+
+    def encode(self, keys: list[str], cache: Any) -> dict[str, np.ndarray]:
+        """Encoded fields of ``keys`` (canonical ids); call :meth:`sync` first."""
+        if not keys:
+            return self.encoder.encode_items([])
         pos = np.fromiter((self.index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
         known = pos >= 0
         if known.any() and cache.ttl_seconds is not None:  # expired since they were encoded
@@ -206,9 +210,11 @@ class Ranker:
                 out[name] = history[name][None]
         return out
 
-    def _encode_candidates(self, keys: list[str], cache) -> dict[str, np.ndarray]:
+    def _encode_candidates(self, keys: list[str], cache, synced: bool = False) -> dict[str, np.ndarray]:
         """Encoded candidate fields; an :class:`ItemCache` gets its encoded rows kept between calls."""
         if isinstance(cache, ItemCache):
+            if not synced:
+                self._items.sync(cache)
             return self._items.encode(keys, cache)
         attrs = cache.get_many(keys) if cache is not None else {}
         return self.encoder.encode_items([{**attrs.get(u, {}), self._id_field: u} for u in keys])
@@ -258,14 +264,16 @@ class Ranker:
         events = log.events(user_id, before=float(now)) if log is not None else []
         # Attributes only for the candidates and the history events the sampler keeps;
         # an ItemCache's items are encoded once and kept (see _EncodedItems).
-        if isinstance(cache, ItemCache):
+        kept = isinstance(cache, ItemCache)
+        if kept:
+            self._items.sync(cache)  # one generation check per call
             hist = self.encoder.encode_history(events, now=float(now), encoded_items=lambda ids: self._items.encode(
                 [normalize_token(i) for i in ids], cache))
         else:
             lookup = (lambda ids: cache.get_many(ids)) if cache is not None else None
             hist = self.encoder.encode_history(events, now=float(now), item_attributes=lookup)
         user = self.encoder.encode_user(user_features)
-        cands = self._encode_candidates(uniq, cache)
+        cands = self._encode_candidates(uniq, cache, synced=kept)
         meta["n_history"] = int(hist["hist_mask"].sum())
         inputs = self.encode_request(hist, user, cands)
         t1 = time.perf_counter()
