@@ -2,8 +2,10 @@
 
 Recipe (see ../shared/RUNTIMES.md for why each step is there):
 
-1. int8 only: embedding tables weight-only int8 per row (torchao ``IntxWeightOnlyConfig``,
-   ``PerAxis(0)``); the tables are most of the file.
+1. int8 only: embedding tables weight-only with one scale per row, stored as QAT
+   trained them (:class:`~kdaliens.training.config.QuantConfig`): int8, and the large
+   item-id table 4-bit with fp16 scales. They run on ExecuTorch's ``embedding_byte`` /
+   ``embedding_4bit`` kernels (:class:`PackedEmbedding`); the tables are most of the file.
 2. ``torch.export`` with a dynamic candidate dimension (``Dim("n_cand", 1, max)``); the
    history has a fixed length and a mask, because XNNPACK takes one dynamic dimension.
 3. int8 only: PT2E with the XNNPACK quantizer on the hidden linear layers
@@ -11,7 +13,7 @@ Recipe (see ../shared/RUNTIMES.md for why each step is there):
    calibrated on real requests, starting from the QAT student's weights.
 4. ``to_edge_transform_and_lower`` with the XNNPACK partitioner (an ETRecord is kept for
    per-operator profiling), then ``to_executorch`` with quant fusion and constant
-   propagation, which turns the int8 tables into ``embedding_byte`` kernels.
+   propagation.
 
 What XNNPACK did not take is logged and returned, so a regression that splits the graph
 shows up in the export summary.
@@ -40,20 +42,47 @@ def _dynamic_shapes(exp: Exportable, max_candidates: int):
     return (shapes,)  # forward(*tensors): one tuple argument
 
 
-def _quantize_embeddings(module: nn.Module) -> int:
-    from torchao.quantization.granularity import PerAxis
-    from torchao.quantization.quant_api import IntxWeightOnlyConfig, quantize_
+class PackedEmbedding(nn.Module):
+    """A weight-only quantized table that lowers to ExecuTorch's ``embedding_byte`` or
+    ``embedding_4bit`` kernel (``executorch.kernels.quantized``).
 
-    n = 0
-    for m in module.modules():
-        if isinstance(m, nn.Embedding):
-            # padding_idx only shapes gradients; with it, aten.embedding takes a third
-            # argument and ExecuTorch's embedding_byte fusion pattern does not match.
-            m.padding_idx = None
-            n += 1
-    quantize_(module, IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)),
-              lambda m, fqn: isinstance(m, nn.Embedding))
-    return n
+    The codes and scales come from :func:`kdaliens.training.quantize.quantize_table`, so
+    a QAT-snapped table is stored exactly. 4-bit codes are packed two per byte. With fp16
+    scales the kernel returns fp16 and the rows are cast to fp32: ExecuTorch 1.5.1's
+    ``embedding_4bit.dtype_out`` with fp16 scales and an fp32 output returned wrong rows
+    here (NaN), while the fp16 output is exact.
+    """
+
+    def __init__(self, weight: torch.Tensor, bits: int, scale_dtype: str):
+        super().__init__()
+        import executorch.exir.passes._quant_patterns_and_replacements  # noqa: F401  (registers the ops)
+
+        from kdaliens.training.quantize import quantize_table
+
+        q, scale = quantize_table(weight, bits, scale_dtype)
+        if bits == 4:
+            q = torch.ops.quant_fusion._pack_embedding_weight.default(q, 4)
+        self.bits = bits
+        self.register_buffer("codes", q)
+        self.register_buffer("scales", scale)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        ops = torch.ops.quantized_decomposed
+        op, lo, hi = (ops.embedding_4bit, -8, 7) if self.bits == 4 else (ops.embedding_byte, -128, 127)
+        rows = op.dtype(self.codes, self.scales, None, lo, hi, ids, dtype=self.scales.dtype)
+        return rows.float()
+
+
+def _quantize_embeddings(module: nn.Module, recipe) -> list[tuple[str, int, str, tuple[int, int]]]:
+    """Swap every nn.Embedding for a :class:`PackedEmbedding` (``recipe``: QuantConfig)."""
+    swapped = []
+    for parent_name, parent in list(module.named_modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Embedding):
+                bits, scale_dtype = recipe.table(child.num_embeddings)
+                setattr(parent, name, PackedEmbedding(child.weight, bits, scale_dtype))
+                swapped.append((f"{parent_name}.{name}".lstrip("."), bits, scale_dtype, tuple(child.weight.shape)))
+    return swapped
 
 
 def delegation_report(edge_program) -> dict[str, Any]:
@@ -106,8 +135,10 @@ def export_to_executorch(exp: Exportable, out_dir: Path, quantize: str = "int8",
 
             from kdaliens.training.quantize import student_quantizer
 
-            n_tables = _quantize_embeddings(module)
-            log(f"[executorch] {n_tables} embedding tables -> int8 per row (weight-only)")
+            tables = _quantize_embeddings(module, exp.config.quant)
+            kinds = Counter(f"{b}-bit/{d[5:]}-bit scales" for _, b, d, _ in tables)
+            log(f"[executorch] {len(tables)} embedding tables weight-only per row: "
+                + ", ".join(f"{n} x {k}" for k, n in sorted(kinds.items())))
             ep = torch.export.export(module, example, dynamic_shapes=shapes)
             student = exp.module.inner.student
             prepared = prepare_pt2e(ep.module(), student_quantizer(student, is_qat=False))
@@ -119,7 +150,9 @@ def export_to_executorch(exp: Exportable, out_dir: Path, quantize: str = "int8",
             # The converted graph takes the inputs as flat positional arguments.
             ep = torch.export.export(quantized, example, dynamic_shapes=shapes[0])
             quant_info = {"scheme": "int8", "linear": "PT2E XNNPACK static int8, per-channel weights",
-                          "embeddings": "torchao IntxWeightOnly int8 PerAxis(0)", "calibration_requests": len(batches),
+                          "embeddings": "weight-only symmetric per row (embedding_byte / embedding_4bit)",
+                          "embedding_tables": [{"name": n, "shape": list(shape), "bits": b, "scale_dtype": d}
+                                               for n, b, d, shape in tables], "calibration_requests": len(batches),
                           "weights_from": Path(exp.source_checkpoint).name}
         else:
             ep = torch.export.export(module, example, dynamic_shapes=shapes)

@@ -17,7 +17,7 @@ from torch import nn
 from kdaliens.sdk.errors import InputError
 from kdaliens.sdk.features import FeatureSpec
 
-from .config import RunConfig
+from .config import QuantConfig, RunConfig
 
 FORMAT = "kdaliens-checkpoint"
 VERSION = 1
@@ -56,13 +56,21 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
+def config_of(payload: dict[str, Any]) -> RunConfig:
+    """The run config of a checkpoint; ones from before ``quant`` existed get the legacy recipe."""
+    cfg = RunConfig.from_dict(payload["config"])
+    if "quant" not in payload["config"]:
+        cfg.quant = QuantConfig.legacy()
+    return cfg
+
+
 def load_model(path: Path) -> tuple[nn.Module, RunConfig, FeatureSpec, dict[str, Any]]:
     """Rebuild a model from a checkpoint. ``student_qat`` comes back converted to int8."""
     from .models.student import StudentRanker
     from .models.teacher import TeacherRanker
 
     p = read_checkpoint(path)
-    cfg = RunConfig.from_dict(p["config"])
+    cfg = config_of(p)
     spec = FeatureSpec.from_dict(p["spec"])
     kind = p["kind"]
     if kind == "teacher":

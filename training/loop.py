@@ -44,7 +44,7 @@ from .data import Prepared
 from .distill import DistillLoss
 from .models.student import StudentRanker
 from .models.teacher import TeacherRanker
-from .quantize import convert_qat_graph, prepare_qat_graph, quantize_embeddings_int8
+from .quantize import convert_qat_graph, prepare_qat_graph, snap_embeddings
 
 
 # ------------------------------------------------------------------------------ env
@@ -492,16 +492,16 @@ def qat_student(student: StudentRanker, ctx: Context, env: DistEnv, deadline: fl
     """Fine-tune with int8 fake quantization (PT2E QAT, XNNPACK config), then convert.
 
     Linear layers get per-channel symmetric int8 weights and int8 activations (the
-    XNNPACK quantizer); embedding tables are snapped to per-row int8 and frozen, as the
-    exporter stores them weight-only. The returned model is the converted (quantized)
-    graph, so its metrics are the int8 model's own.
+    XNNPACK quantizer); embedding tables are snapped to their per-row grid (int8, or
+    4-bit for large tables; ``cfg.quant``) and frozen, as the exporters store them. The
+    returned model is the converted (quantized) graph, so its metrics are the int8 model's own.
     """
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
 
     cfg = ctx.cfg
     set_seed(cfg.train.seed + 4)
     student = copy.deepcopy(student).eval()
-    n_tables = quantize_embeddings_int8(student)
+    tables = snap_embeddings(student, cfg.quant)
     prepared, names = prepare_qat_graph(student)
     # Embedding tables stay on their int8 grid.
     emb = {f"student.{n}.weight" for n, m in student.named_modules() if isinstance(m, nn.Embedding)}
@@ -514,7 +514,9 @@ def qat_student(student: StudentRanker, ctx: Context, env: DistEnv, deadline: fl
         raise RuntimeError(f"QAT: froze {frozen} of {len(emb)} embedding tables; graph parameter names changed")
     distill = DistillLoss(cfg.distill, cfg.student.dim, cfg.teacher.dim) if signals is not None else None
     trainer = _StudentTrainModule(prepared, distill, cfg.train)
-    log(f"[student_kd_int8] QAT on the PT2E graph ({n_tables} embedding tables int8 per row, frozen)")
+    kinds = sorted({f"{b}-bit/{'fp16' if d == 'float16' else 'fp32'} scales" for _, b, d in tables})
+    log(f"[student_kd_int8] QAT on the PT2E graph ({len(tables)} embedding tables per row, frozen: "
+        f"{', '.join(kinds)})")
     res = _fit_student("student_kd_int8", trainer, ctx, env, deadline, log, signals, cfg.train.qat_epochs,
                        cfg.train.lr / 10, result_model=prepared,
                        train_mode=lambda m: move_exported_model_to_train(m.student),

@@ -63,12 +63,19 @@ def param_count(model: nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def size_bytes(model: nn.Module, int8: bool) -> int:
-    """Bytes of the weights as shipped: fp32, or int8 with per-row/per-channel fp32 scales
-    for embedding tables and linear weights (biases and other parameters stay fp32)."""
+def size_bytes(model: nn.Module, int8: bool, recipe=None) -> int:
+    """Bytes of the weights as shipped: fp32, or, for the int8 student, embedding tables
+    as ``recipe`` (a QuantConfig) stores them and linear weights int8 with one fp32
+    scale per output channel (biases and other parameters stay fp32)."""
+    from .quantize import table_bytes
+
+    tables = {id(m.weight): m for m in model.modules() if isinstance(m, nn.Embedding)}
     total = 0
     for _name, p in model.named_parameters():
-        if int8 and p.dim() == 2:
+        if int8 and id(p) in tables and recipe is not None:
+            bits, scale_dtype = recipe.table(p.shape[0])
+            total += table_bytes(p.shape[0], p.shape[1], bits, scale_dtype)
+        elif int8 and p.dim() == 2:
             total += p.numel() + 4 * p.shape[0]
         else:
             total += 4 * p.numel()
@@ -211,7 +218,7 @@ def run(data: str, out: str | Path, config: RunConfig | None = None, epochs: int
                res.qat_state, ctx.s_spec)
         if env.main:
             metrics["student_kd_int8"]["params"] = metrics["student_kd"]["params"]
-            metrics["student_kd_int8"]["size_bytes"] = size_bytes(student_kd, int8=True)
+            metrics["student_kd_int8"]["size_bytes"] = size_bytes(student_kd, int8=True, recipe=cfg.quant)
             write_json(metrics_path, metrics)
     if env.main:
         log(format_table(metrics))

@@ -8,7 +8,10 @@ graph that ships:
   logits would tie many candidates and cost ranking quality);
 * element-wise add/mul/cat and the attention matmuls stay fp32 (XNNPACK runs them in
   fp32 either way);
-* embedding tables: int8 per row, weight-only (what torchao's weight-only int8 stores).
+* embedding tables: weight-only, symmetric, one scale per row; int8, except tables with
+  many rows (the item-id table), which are 4-bit with fp16 scales by default
+  (:class:`~kdaliens.training.config.QuantConfig`). QAT snaps them to that grid and
+  freezes them; the exporters store exactly those values.
 """
 
 from __future__ import annotations
@@ -83,19 +86,69 @@ def export_student_graph(student: StudentRanker):
     return torch.export.export(io, ex, dynamic_shapes=(tuple(shapes),)), io.input_names
 
 
-def quantize_embeddings_int8(model: nn.Module) -> int:
-    """Snap every nn.Embedding to symmetric per-row int8 (what the exported weight-only
-    int8 tables hold) and freeze them. Returns the number of tables."""
-    n = 0
-    for m in model.modules():
+def quantize_table(weight: torch.Tensor, bits: int, scale_dtype: str = "float32"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row quantization of an embedding table.
+
+    Returns ``(q, scale)``: int8 codes in ``[-(2^(bits-1) - 1), 2^(bits-1) - 1]`` (so
+    -8 is never used at 4 bits, which keeps the grid symmetric) and one scale per row in
+    ``scale_dtype``. :func:`dequantize_table` gives the table the device computes with.
+    Quantizing a table that is already on its grid gives back the same codes and scales,
+    which is how the exporters reproduce QAT's tables exactly.
+    """
+    if bits not in (4, 8):
+        raise ValueError(f"bits must be 4 or 8, got {bits}")
+    qmax = 2 ** (bits - 1) - 1
+    dtype = getattr(torch, scale_dtype)
+    w = weight.detach().float()
+    base = (w.abs().amax(dim=1) / qmax).to(dtype).clamp(min=torch.finfo(dtype).tiny)
+
+    def codes(scale: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(torch.round(w / scale.float()[:, None]), -qmax, qmax).to(torch.int8)
+
+    q, scale = codes(base), base
+    # A table already on a grid whose rows were rounded to the scale dtype (fp16) can sit
+    # one ulp from the scale the max gives back: take the neighbour that reproduces it.
+    for other in (torch.nextafter(base, torch.full_like(base, float("inf"))),
+                  torch.nextafter(base, torch.zeros_like(base))):
+        exact = (dequantize_table(q, scale) == w).all(dim=1)
+        if bool(exact.all()):
+            break
+        q_o = codes(other)
+        take = ~exact & (dequantize_table(q_o, other) == w).all(dim=1)
+        q = torch.where(take[:, None], q_o, q)
+        scale = torch.where(take, other, scale)
+    return q, scale
+
+
+def dequantize_table(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The fp32 rows a quantized table stands for: ``q * scale`` computed and rounded in
+    the scale's dtype, as ExecuTorch's embedding kernels return them (fp16 scales give
+    fp16 rows, which the device graph then casts to fp32)."""
+    return (q.float() * scale.float()[:, None]).to(scale.dtype).float()
+
+
+def snap_embeddings(model: nn.Module, recipe) -> list[tuple[str, int, str]]:
+    """Put every nn.Embedding on its quantization grid (``recipe``: a
+    :class:`~kdaliens.training.config.QuantConfig`) and freeze it.
+
+    Returns ``(name, bits, scale dtype)`` per table.
+    """
+    done = []
+    for name, m in model.named_modules():
         if isinstance(m, nn.Embedding):
+            bits, scale_dtype = recipe.table(m.num_embeddings)
+            q, scale = quantize_table(m.weight, bits, scale_dtype)
             with torch.no_grad():
-                w = m.weight
-                scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / 127.0
-                m.weight.copy_(torch.clamp(torch.round(w / scale), -127, 127) * scale)
+                m.weight.copy_(dequantize_table(q, scale))
             m.weight.requires_grad_(False)
-            n += 1
-    return n
+            done.append((name, bits, scale_dtype))
+    return done
+
+
+def table_bytes(rows: int, dim: int, bits: int, scale_dtype: str) -> int:
+    """Bytes of a quantized table as stored: packed codes plus one scale per row."""
+    return rows * ((dim * bits + 7) // 8) + rows * (2 if scale_dtype == "float16" else 4)
 
 
 def student_quantizer(student: StudentRanker, is_qat: bool):

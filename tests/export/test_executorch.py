@@ -137,3 +137,50 @@ def test_truncated_program_raises_bundle_error(bundles, tmp_path):
     bad.write_bytes(data[: len(data) // 3])
     with pytest.raises(BundleError, match="model.pte"):
         ExecuTorchBackend(bad, m)
+
+
+@pytest.mark.parametrize("bits,scale_dtype", [(4, "float16"), (4, "float32"), (8, "float32")])
+def test_packed_tables_run_exactly_in_the_runtime(bits, scale_dtype, tmp_path):
+    """Each table kind goes through ExecuTorch's own kernel and returns the QAT grid's
+    values (fp16 scales once returned NaN through the fp32-output kernel variant)."""
+    import executorch.kernels.quantized  # noqa: F401  (the embedding kernels, as the SDK backend loads them)
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.runtime import Runtime
+
+    from kdaliens.export.executorch import PackedEmbedding
+    from kdaliens.training.quantize import dequantize_table, quantize_table
+
+    g = torch.Generator().manual_seed(bits)
+    q, s = quantize_table(torch.randn(500, 16, generator=g), bits, scale_dtype)
+    table = dequantize_table(q, s)
+
+    class Lookup(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = PackedEmbedding(table, bits, scale_dtype)
+
+        def forward(self, a, b):  # the same table read twice, as hist_ and cand_ do
+            return self.emb(a) + 0.0, self.emb(b) * 1.0
+
+    ids = (torch.randint(0, 500, (1, 30)), torch.randint(0, 500, (1, 9)))
+    ep = torch.export.export(Lookup().eval(), ids)
+    pte = tmp_path / "t.pte"
+    pte.write_bytes(to_edge_transform_and_lower(ep).to_executorch().buffer)
+    out = Runtime.get().load_program(str(pte)).load_method("forward").execute(list(ids))
+    torch.testing.assert_close(out[0], table[ids[0]], rtol=0, atol=0)
+    torch.testing.assert_close(out[1], table[ids[1]], rtol=0, atol=0)
+    # Packed: 4-bit codes take half the bytes of int8 ones, and the table is stored once.
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    sizes = sorted(len(b.storage) for b in deserialize_pte_binary(pte.read_bytes()).program.constant_buffer)
+    assert sizes[-1] - 500 * 16 * bits // 8 in range(16)  # storage is padded to 16 bytes
+    assert sizes[-2] - 500 * (2 if scale_dtype == "float16" else 4) in range(16)
+
+
+def test_int8_bundle_records_the_table_recipe(bundles):
+    _, b = bundles
+    m = json.loads((b["int8"] / "manifest.json").read_text())
+    tables = {t["name"]: t for t in m["export"]["quantization"]["embedding_tables"]}
+    item = next(t for n, t in tables.items() if t["shape"][0] >= 256)
+    assert (item["bits"], item["scale_dtype"]) == (4, "float16")
+    assert all(t["bits"] == 8 for t in tables.values() if t["shape"][0] < 256)
