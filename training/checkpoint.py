@@ -82,7 +82,7 @@ def load_model(path: Path) -> tuple[nn.Module, RunConfig, FeatureSpec, dict[str,
     else:
         from .quantize import convert_qat_graph, prepare_qat_graph
 
-        prepared, _ = prepare_qat_graph(StudentRanker(spec, cfg.student).eval())
+        prepared, _ = prepare_qat_graph(StudentRanker(spec, cfg.student).eval(), cfg.quant)
         prepared.load_state_dict(p["state_dict"])
         return convert_qat_graph(prepared), cfg, spec, p["extra"]  # already in eval mode
     model.eval()

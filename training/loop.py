@@ -492,8 +492,8 @@ def qat_student(student: StudentRanker, ctx: Context, env: DistEnv, deadline: fl
     """Fine-tune with int8 fake quantization (PT2E QAT, XNNPACK config), then convert.
 
     Linear layers get per-channel symmetric int8 weights and int8 activations (the
-    XNNPACK quantizer); embedding tables are snapped to their per-row grid (int8, or
-    4-bit for large tables; ``cfg.quant``) and frozen, as the exporters store them. The
+    XNNPACK quantizer); embedding tables train through per-row fake quantization (int8,
+    or 4-bit for large tables; ``cfg.quant``), the grid the exporters store. The
     returned model is the converted (quantized) graph, so its metrics are the int8 model's own.
     """
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
@@ -501,21 +501,15 @@ def qat_student(student: StudentRanker, ctx: Context, env: DistEnv, deadline: fl
     cfg = ctx.cfg
     set_seed(cfg.train.seed + 4)
     student = copy.deepcopy(student).eval()
-    tables = snap_embeddings(student, cfg.quant)
-    prepared, names = prepare_qat_graph(student)
-    # Embedding tables stay on their int8 grid.
-    emb = {f"student.{n}.weight" for n, m in student.named_modules() if isinstance(m, nn.Embedding)}
-    frozen = 0
-    for n_, p in prepared.named_parameters():
-        if n_ in emb:
-            p.requires_grad_(False)
-            frozen += 1
-    if frozen != len(emb):
-        raise RuntimeError(f"QAT: froze {frozen} of {len(emb)} embedding tables; graph parameter names changed")
+    tables = snap_embeddings(student, cfg.quant)  # start on the grid
+    for m in student.modules():
+        if isinstance(m, nn.Embedding):
+            m.weight.requires_grad_(True)
+    prepared, names = prepare_qat_graph(student, cfg.quant)
     distill = DistillLoss(cfg.distill, cfg.student.dim, cfg.teacher.dim) if signals is not None else None
     trainer = _StudentTrainModule(prepared, distill, cfg.train)
     kinds = sorted({f"{b}-bit/{'fp16' if d == 'float16' else 'fp32'} scales" for _, b, d in tables})
-    log(f"[student_kd_int8] QAT on the PT2E graph ({len(tables)} embedding tables per row, frozen: "
+    log(f"[student_kd_int8] QAT on the PT2E graph ({len(tables)} embedding tables fake-quantized per row: "
         f"{', '.join(kinds)})")
     res = _fit_student("student_kd_int8", trainer, ctx, env, deadline, log, signals, cfg.train.qat_epochs,
                        cfg.train.lr / 10, result_model=prepared,

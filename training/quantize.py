@@ -16,6 +16,8 @@ graph that ships:
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -146,6 +148,50 @@ def snap_embeddings(model: nn.Module, recipe) -> list[tuple[str, int, str]]:
     return done
 
 
+def fake_quantize_table(weight: torch.Tensor, bits: int, scale_dtype: str) -> torch.Tensor:
+    """The table on its grid in the forward pass, the identity in the backward pass
+    (straight-through), written with plain tensor ops so torch.export traces it. Same
+    arithmetic as :func:`quantize_table` then :func:`dequantize_table`."""
+    qmax = 2 ** (bits - 1) - 1
+    dtype = getattr(torch, scale_dtype)
+    scale = (weight.detach().abs().amax(dim=1) / qmax).to(dtype).clamp(min=torch.finfo(dtype).tiny)
+    s = scale.float()[:, None]
+    snapped = (torch.clamp(torch.round(weight / s), -qmax, qmax) * s).to(dtype).float()
+    return weight + (snapped - weight).detach()
+
+
+class FakeQuantEmbedding(nn.Module):
+    """An nn.Embedding whose rows are read through :func:`fake_quantize_table` (QAT).
+
+    Its parameter keeps the name ``weight``, so checkpoints load into a plain
+    StudentRanker, and the exporters' :func:`quantize_table` of the trained weights gives
+    exactly the rows QAT computed with.
+    """
+
+    def __init__(self, emb: nn.Embedding, bits: int, scale_dtype: str):
+        super().__init__()
+        self.weight = emb.weight
+        self.padding_idx = emb.padding_idx
+        self.bits, self.scale_dtype = bits, scale_dtype
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        table = fake_quantize_table(self.weight, self.bits, self.scale_dtype)
+        return nn.functional.embedding(ids, table, padding_idx=self.padding_idx)
+
+
+def fake_quantize_embeddings(model: nn.Module, recipe) -> list[tuple[str, int, str]]:
+    """Swap every nn.Embedding of ``model`` for a :class:`FakeQuantEmbedding` following
+    ``recipe`` (a QuantConfig). Returns ``(name, bits, scale dtype)`` per table."""
+    done = []
+    for parent_name, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Embedding):
+                bits, scale_dtype = recipe.table(child.num_embeddings)
+                setattr(parent, name, FakeQuantEmbedding(child, bits, scale_dtype))
+                done.append((f"{parent_name}.{name}".lstrip("."), bits, scale_dtype))
+    return done
+
+
 def table_bytes(rows: int, dim: int, bits: int, scale_dtype: str) -> int:
     """Bytes of a quantized table as stored: packed codes plus one scale per row."""
     return rows * ((dim * bits + 7) // 8) + rows * (2 if scale_dtype == "float16" else 4)
@@ -184,10 +230,19 @@ def student_quantizer(student: StudentRanker, is_qat: bool):
     return q
 
 
-def prepare_qat_graph(student: StudentRanker):
-    """Export the student and insert int8 fake quantization (QAT)."""
+def prepare_qat_graph(student: StudentRanker, recipe=None):
+    """Export the student and insert int8 fake quantization (QAT).
+
+    With ``recipe`` (a QuantConfig) the embedding tables are read through
+    :class:`FakeQuantEmbedding` and keep training on their grid; without it they are
+    used as they are (the graph of checkpoints written before tables trained in QAT,
+    whose tables were snapped and frozen: fake quantization of those is the identity).
+    """
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
+    if recipe is not None:
+        student = copy.deepcopy(student)
+        fake_quantize_embeddings(student, recipe)
     ep, names = export_student_graph(student)
     prepared = prepare_qat_pt2e(ep.module(), student_quantizer(student, is_qat=True))
     prepared.input_names = names
