@@ -13,7 +13,7 @@ Device inputs, in order (:func:`kdaliens.training.quantize.student_input_names`)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from kdaliens.sdk.features import FeatureSpec
 from kdaliens.training.checkpoint import load_model, read_checkpoint
 from kdaliens.training.config import RunConfig
 from kdaliens.training.models.student import StudentRanker
-from kdaliens.training.quantize import StudentGraphIO, student_input_names
+from kdaliens.training.quantize import StudentGraphIO, snap_embeddings, student_input_names
 
 OUTPUT_NAMES = ("score", "click")
 
@@ -45,6 +45,41 @@ class DeviceStudent(nn.Module):
             args.append(t > 0.5 if name == "hist_mask" else t.to(torch.long))
         inter, click, _ = self.inner(*args)
         return inter, torch.sigmoid(click)
+
+
+class RowQuantEmbedding(nn.Module):
+    """A table kept as int8 codes and per-row scales, read as ``codes[ids] * scales[ids]``.
+
+    Lowers to two Gathers, a Cast and a Mul in any format, so a target whose own
+    quantizer would re-quantize the table more coarsely (onnxruntime's per-table Gather)
+    ships the QAT grid instead. 4-bit codes are kept one per byte. The product is taken
+    in the scale's dtype, which reproduces :func:`~kdaliens.training.quantize.dequantize_table`.
+    """
+
+    def __init__(self, weight: torch.Tensor, bits: int, scale_dtype: str):
+        super().__init__()
+        from kdaliens.training.quantize import quantize_table
+
+        codes, scales = quantize_table(weight, bits, scale_dtype)
+        self.bits = bits
+        self.register_buffer("codes", codes)
+        self.register_buffer("scales", scales)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return (self.codes[ids].to(self.scales.dtype) * self.scales[ids].unsqueeze(-1)).float()
+
+
+def row_quantized(exp: Exportable) -> Exportable:
+    """A copy of ``exp`` whose embedding tables are :class:`RowQuantEmbedding` (its recipe)."""
+    import copy
+
+    module = copy.deepcopy(exp.module)
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Embedding):
+                bits, scale_dtype = exp.config.quant.table(child.num_embeddings)
+                setattr(parent, name, RowQuantEmbedding(child.weight, bits, scale_dtype))
+    return replace(exp, module=module.eval())
 
 
 @dataclass
@@ -113,8 +148,9 @@ def load_exportable(run_dir: str | Path, quantize: str = "int8") -> Exportable:
 
     ``quantize="none"``: the distilled fp32 student (``student_kd.pt``).
     ``quantize="int8"``: the QAT student's fine-tuned weights in eager form
-    (``student_kd_int8.pt``; targets re-apply int8 with the same recipe), or the fp32
-    distilled student when the run has no QAT checkpoint.
+    (``student_kd_int8.pt``, embedding tables on their QAT grid; targets re-apply int8
+    with the same recipe), or the fp32 distilled student when the run has no QAT
+    checkpoint.
     """
     run_dir = Path(run_dir)
     if quantize not in ("int8", "none"):
@@ -135,6 +171,9 @@ def load_exportable(run_dir: str | Path, quantize: str = "int8") -> Exportable:
         if missing:
             raise InputError(f"{qat}: QAT checkpoint lacks {sorted(missing)[:5]}")
         student.load_state_dict({k: own[k] for k in student.state_dict()})
+        # QAT read its tables through fake quantization: start every target from the
+        # rows it actually computed with (the ExecuTorch exporter stores them exactly).
+        snap_embeddings(student, cfg.quant)
         source, metrics = qat, payload["extra"].get("metrics", {})
     student.eval()
     module = DeviceStudent(StudentGraphIO(student), spec).eval()

@@ -6,10 +6,11 @@ dim 1 of every ``cand_*`` input; the history keeps its fixed, masked length), th
 quantization methods:
 
 * ``"dynamic"``: ``quantize_dynamic`` with int8 per-channel weights. Linear layers become
-  ``MatMulInteger`` with activations quantized on the fly; the embedding ``Gather`` reads an
-  8-bit table (onnxruntime quantizes tables per tensor, uint8 with a zero point, even with
-  ``per_channel=True``) and dequantizes only the gathered rows. The attention ``bmm``
-  between two activations stays fp32.
+  ``MatMulInteger`` with activations quantized on the fly. Embedding tables are not left
+  to it (it quantizes a table per tensor, uint8 with a zero point, even with
+  ``per_channel=True``): they go into the graph as QAT's int8 codes with per-row scales
+  (:class:`~kdaliens.export.exportable.RowQuantEmbedding`; 4-bit codes one per byte, as
+  opset 18 has no 4-bit type). The attention ``bmm`` between two activations stays fp32.
 * ``"qdq"``: ``quantize_static`` in QDQ format with int8 per-channel weights and int8
   activations whose ranges come from calibration requests (real requests when the caller
   passes them, else valid random ones).
@@ -67,7 +68,7 @@ import torch
 
 from kdaliens.sdk.errors import InputError
 
-from .exportable import Exportable
+from .exportable import Exportable, row_quantized
 
 METHODS = ("dynamic", "qdq")
 DEFAULT_METHOD = "dynamic"
@@ -79,8 +80,8 @@ OPSET = 18
 # What each method stores, for the manifest (checked against the files onnxruntime 1.32 writes).
 _SCHEMES = {
     "dynamic": "onnxruntime quantize_dynamic: linear layers int8 per-channel symmetric weights with activations "
-               "quantized at run time (MatMulInteger); embedding tables uint8 per-table (Gather, then "
-               "DequantizeLinear of the gathered rows); attention matmuls fp32",
+               "quantized at run time (MatMulInteger); embedding tables as QAT's codes, int8 one per byte, "
+               "with per-row scales (Gather codes and scales, then Mul); attention matmuls fp32",
     "qdq": "onnxruntime quantize_static, QDQ: int8 per-channel weights, int8 activations calibrated (min-max)",
 }
 
@@ -219,7 +220,17 @@ def latency_us(session, request: dict[str, np.ndarray], runs: int = 2000, warmup
 
 
 # ------------------------------------------------------------------------------ lowering
-def _torch_to_onnx(exp: Exportable, path: Path, max_candidates: int) -> None:
+def FP32_LAYERS(exp: Exportable) -> tuple[str, ...]:  # noqa: N802  (a constant in spirit)
+    """Student layers onnxruntime's int8 leaves in fp32: the output layer (as QAT and the
+    ExecuTorch bundle do) and ``user_proj``, whose input concatenates user fields with
+    history means of very different ranges: one dynamic uint8 scale per request for all
+    of them cost 0.004 AUC on the tiny test model (QAT's static ranges do not transfer)."""
+    head = exp.module.inner.student.head
+    return (f"head.{len(head) - 1}", "user_proj")
+
+
+def _torch_to_onnx(exp: Exportable, path: Path, max_candidates: int) -> list[str]:
+    """Export; returns the names of the output layer's nodes (to keep fp32 in int8)."""
     import onnx
     from torch.export import Dim
 
@@ -245,13 +256,22 @@ def _torch_to_onnx(exp: Exportable, path: Path, max_candidates: int) -> None:
     # The exporter annotates every node with its FX node, module path and stack trace: about
     # half the file of a small student, and build-machine paths a device bundle should not carry.
     model = onnx.load(str(path))
+    # Before the annotations go: the nodes of the student's output layer, which stays fp32
+    # in int8 (as in QAT and the ExecuTorch bundle: int8 logits would tie candidates).
+    keep_fp32 = []
     for node in model.graph.node:
+        scopes = " ".join(p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes")
+        if node.op_type in ("MatMul", "Gemm") and any(layer in scopes for layer in FP32_LAYERS(exp)):
+            # quantize_dynamic first splits a Gemm into "<name>_MatMul" + "<name>_Add".
+            keep_fp32 += [node.name, node.name + "_MatMul"] if node.op_type == "Gemm" else [node.name]
         del node.metadata_props[:]
         node.doc_string = ""
     onnx.save(model, str(path))
+    return keep_fp32
 
 
-def _quantize(src: Path, dst: Path, method: str, calibration: list[dict[str, np.ndarray]], work: Path) -> None:
+def _quantize(src: Path, dst: Path, method: str, calibration: list[dict[str, np.ndarray]], work: Path,
+              keep_fp32: Sequence[str] = ()) -> None:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -265,7 +285,8 @@ def _quantize(src: Path, dst: Path, method: str, calibration: list[dict[str, np.
     # Shape inference + graph clean-up, so that the quantizer sees every tensor's type and shape.
     quant_pre_process(str(src), str(pre))
     if method == "dynamic":
-        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         nodes_to_exclude=list(keep_fp32))
         return
 
     class Reader(CalibrationDataReader):
@@ -279,7 +300,7 @@ def _quantize(src: Path, dst: Path, method: str, calibration: list[dict[str, np.
 
     reader = Reader()
     quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(keep_fp32))
 
 
 def export_to_onnx(exp: Exportable, out_dir: Path, quantize: str = "int8", max_candidates: int = 512,
@@ -330,13 +351,18 @@ def export_to_onnx(exp: Exportable, out_dir: Path, quantize: str = "int8", max_c
     try:
         fp32 = work / "fp32.onnx"
         t0 = time.perf_counter()
-        _torch_to_onnx(exp, fp32, max_candidates)
+        # int8: the tables go in as QAT's int8 codes and per-row scales; quantize_dynamic
+        # would otherwise give each table one scale (it cost 0.004 AUC on a 4-bit item table).
+        keep_fp32 = _torch_to_onnx(row_quantized(exp) if quantize == "int8" else exp, fp32, max_candidates)
         onnx.checker.check_model(str(fp32), full_check=True)
         log(f"[onnx] exported fp32 graph ({fp32.stat().st_size / 1024:.1f} KB, {time.perf_counter() - t0:.1f}s)")
         final = fp32
         if quantize == "int8":
             final = work / "int8.onnx"
-            _quantize(fp32, final, method, requests or example_requests(exp), work)
+            if not keep_fp32:
+                raise RuntimeError("ONNX export: could not find the student's output layer to keep it fp32 "
+                                   "(the exporter's name scopes changed)")
+            _quantize(fp32, final, method, requests or example_requests(exp), work, keep_fp32)
             onnx.checker.check_model(str(final))
             log(f"[onnx] int8 ({method}): {final.stat().st_size / 1024:.1f} KB")
         # Held-out requests of the benchmark's shape (the QDQ calibration never saw them).

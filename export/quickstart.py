@@ -18,7 +18,8 @@ Steps (each one's output is kept, so a rerun or a crash resumes where it stopped
    ``DIR/accuracy.png``, ``DIR/latency.png``, ``DIR/training.png``.
 
 A step is reused when its inputs did not change (same run metrics, same bundle hash);
-``--force`` redoes everything. Exit codes: 0 done; 1 a step failed (the others still
+timings are reused only all together (when any must be redone, every row is timed
+again, so ratios in the report come from one sitting); ``--force`` redoes everything. Exit codes: 0 done; 1 a step failed (the others still
 ran, the report says which); 2 bad arguments or a bad environment.
 
 ``report.json`` (``schema`` ``"kdaliens-quickstart/1"``)::
@@ -166,12 +167,37 @@ def export_step(run_dir: Path, bundle_dir: Path, target: str, force: bool, parit
     return export_bundle(run_dir, target, bundle_dir, quantize="int8", parity_limit=parity_limit, log=log), False
 
 
+def _bundle_profile_key(bundle_dir: Path, candidates: Sequence[int], runs: int) -> dict:
+    m = json.loads((bundle_dir / "manifest.json").read_text())
+    return {"model_sha256": m["artifacts"][m["model_file"]], "candidates": list(candidates), "runs": runs}
+
+
+def _torch_profile_key(run_dir: Path, candidates: Sequence[int], repeats: int) -> dict:
+    return {"teacher_sha256": sha256_file(run_dir / "teacher.pt"), "student_sha256": sha256_file(run_dir / "student_kd.pt"),
+            "candidates": list(candidates), "repeats": repeats}
+
+
+def profiles_current(out: Path, targets: Sequence[str], candidates: Sequence[int], runs: int,
+                     teacher_repeats: int) -> bool:
+    """Whether every stored timing (each bundle's and eager torch's) is still current.
+
+    The report compares latencies as ratios, so its rows must come from one sitting on
+    this machine: when any of them has to be redone, all are.
+    """
+    prof = out / "profiles"
+    try:
+        keys = [(prof / f"{t}.json", _bundle_profile_key(out / "bundles" / t, candidates, runs)) for t in targets]
+        keys.append((prof / "torch.json", _torch_profile_key(out / "run", candidates, teacher_repeats)))
+    except (OSError, json.JSONDecodeError, KeyError):
+        return False
+    return all(_stored(path, key, False) is not None for path, key in keys)
+
+
 def profile_step(bundle_dir: Path, path: Path, candidates: Sequence[int], runs: int, force: bool,
                  log: Callable[[str], None]) -> tuple[dict, bool]:
     from kdaliens.sdk.profile import format_profile, profile_bundle
 
-    m = json.loads((bundle_dir / "manifest.json").read_text())
-    key = {"model_sha256": m["artifacts"][m["model_file"]], "candidates": list(candidates), "runs": runs}
+    key = _bundle_profile_key(bundle_dir, candidates, runs)
     old = _stored(path, key, force)
     if old is not None:
         log(f"[profile] reusing {path}")
@@ -192,8 +218,7 @@ def torch_step(run_dir: Path, path: Path, candidates: Sequence[int], repeats: in
     from kdaliens.export.exportable import load_exportable
     from kdaliens.export.latency import eager_student_fn, run_prepared, student_requests_for, time_calls, time_teacher
 
-    key = {"teacher_sha256": sha256_file(run_dir / "teacher.pt"), "student_sha256": sha256_file(run_dir / "student_kd.pt"),
-           "candidates": list(candidates), "repeats": repeats}
+    key = _torch_profile_key(run_dir, candidates, repeats)
     old = _stored(path, key, force)
     if old is not None:
         log(f"[profile] reusing {path}")
@@ -551,14 +576,15 @@ def run_quickstart(out: str | Path = DEFAULT_OUT, force: bool = False, config=No
             if m:
                 manifests[t] = m
         prof = out / "profiles"
+        retime = force or not profiles_current(out, list(manifests), candidates, runs, teacher_repeats)
         for t in manifests:
             p = steps.run(3, f"profile {t}", lambda t=t: profile_step(out / "bundles" / t, prof / f"{t}.json",
-                                                                       candidates, runs, force, log),
+                                                                       candidates, runs, retime, log),
                           f"profile the {t} bundle on {', '.join(map(str, candidates))} candidates")
             if p:
                 profiles[t] = p
         torch_res = steps.run(3, "profile torch", lambda: torch_step(run_dir, prof / "torch.json", candidates,
-                                                                      teacher_repeats, force, log),
+                                                                      teacher_repeats, retime, log),
                               "time the teacher and the fp32 student in eager PyTorch")
         if "executorch" in manifests:
             demo = steps.run(4, "demo", lambda: demo_step(run_dir, out / "bundles" / "executorch", n_users, log),

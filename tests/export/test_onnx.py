@@ -123,8 +123,12 @@ def test_int8_is_smaller_quantized_and_ranks_like_fp32(exp, fp32, int8):
     q = info["quantization"]
     assert q["method"] == onnx_target.DEFAULT_METHOD
     assert q["measured"] == onnx_target.MEASURED and "dynamic" in q["measured"] and "qdq" in q["measured"]
-    ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
-    assert "DequantizeLinear" in ops  # int8 tables/weights really are in the file
+    model = onnx.load(str(out / "model.onnx"))
+    ops = {n.op_type for n in model.graph.node}
+    assert "MatMulInteger" in ops  # int8 hidden layers really are in the file
+    # ... and the tables are QAT's int8 codes (the largest initializer), per-row scales beside them.
+    big = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    assert big.data_type == onnx.TensorProto.INT8 and big.dims[0] >= 256
     assert (out / "model.onnx").stat().st_size < 0.7 * (fp32[0] / "model.onnx").stat().st_size
     backend = _backend(int8)
     for seed in range(8):

@@ -93,6 +93,13 @@ def test_steps_reused_then_all_reused(quickstart):
             "profile onnx", "profile tflite", "profile torch"} <= reused
     assert (out / "bundles" / "executorch" / "model.pte").stat().st_mtime_ns == pte
     assert again["latency"] == rep["latency"]
+    # One timing gone: every row is timed again, so the report's ratios share a sitting.
+    (out / "profiles" / "onnx.json").unlink()
+    third = run_quickstart(out, config=tiny_config(), n_users=2, runs=20, candidates=(10, 100), teacher_repeats=10,
+                           parity_limit=200, log=lambda s: None)
+    retimed = {k for k, v in third["steps"].items() if k.startswith("profile") and not v["reused"]}
+    assert retimed == {"profile executorch", "profile onnx", "profile tflite", "profile torch"}
+    assert third["steps"]["export onnx"]["reused"]
 
 
 def test_cli_rejects_bad_arguments(capsys):
