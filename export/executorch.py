@@ -75,14 +75,9 @@ class PackedEmbedding(nn.Module):
 
 def _quantize_embeddings(module: nn.Module, recipe) -> list[tuple[str, int, str, tuple[int, int]]]:
     """Swap every nn.Embedding for a :class:`PackedEmbedding` (``recipe``: QuantConfig)."""
-    swapped = []
-    for parent_name, parent in list(module.named_modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Embedding):
-                bits, scale_dtype = recipe.table(child.num_embeddings)
-                setattr(parent, name, PackedEmbedding(child.weight, bits, scale_dtype))
-                swapped.append((f"{parent_name}.{name}".lstrip("."), bits, scale_dtype, tuple(child.weight.shape)))
-    return swapped
+    from kdaliens.training.quantize import swap_embeddings
+
+    return swap_embeddings(module, recipe, lambda emb, bits, dtype: PackedEmbedding(emb.weight, bits, dtype))
 
 
 def delegation_report(edge_program) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from kdaliens.sdk.features import FeatureSpec
 from kdaliens.training.checkpoint import load_model, read_checkpoint
 from kdaliens.training.config import RunConfig
 from kdaliens.training.models.student import StudentRanker
-from kdaliens.training.quantize import StudentGraphIO, snap_embeddings, student_input_names
+from kdaliens.training.quantize import StudentGraphIO, snap_embeddings, student_input_names, swap_embeddings
 
 OUTPUT_NAMES = ("score", "click")
 
@@ -74,11 +74,7 @@ def row_quantized(exp: Exportable) -> Exportable:
     import copy
 
     module = copy.deepcopy(exp.module)
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Embedding):
-                bits, scale_dtype = exp.config.quant.table(child.num_embeddings)
-                setattr(parent, name, RowQuantEmbedding(child.weight, bits, scale_dtype))
+    swap_embeddings(module, exp.config.quant, lambda emb, bits, dtype: RowQuantEmbedding(emb.weight, bits, dtype))
     return replace(exp, module=module.eval())
 
 

@@ -10,8 +10,8 @@ graph that ships:
   fp32 either way);
 * embedding tables: weight-only, symmetric, one scale per row; int8, except tables with
   many rows (the item-id table), which are 4-bit with fp16 scales by default
-  (:class:`~kdaliens.training.config.QuantConfig`). QAT snaps them to that grid and
-  freezes them; the exporters store exactly those values.
+  (:class:`~kdaliens.training.config.QuantConfig`). QAT trains them through fake
+  quantization on that grid; the exporters store exactly those values.
 """
 
 from __future__ import annotations
@@ -88,6 +88,14 @@ def export_student_graph(student: StudentRanker):
     return torch.export.export(io, ex, dynamic_shapes=(tuple(shapes),)), io.input_names
 
 
+def _row_scales(w: torch.Tensor, qmax: int, dtype: torch.dtype) -> torch.Tensor:
+    return (w.abs().amax(dim=1) / qmax).to(dtype).clamp(min=torch.finfo(dtype).tiny)
+
+
+def _codes(w: torch.Tensor, scale: torch.Tensor, qmax: int) -> torch.Tensor:
+    return torch.clamp(torch.round(w / scale.float()[:, None]), -qmax, qmax)
+
+
 def quantize_table(weight: torch.Tensor, bits: int, scale_dtype: str = "float32"
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-row quantization of an embedding table.
@@ -103,10 +111,10 @@ def quantize_table(weight: torch.Tensor, bits: int, scale_dtype: str = "float32"
     qmax = 2 ** (bits - 1) - 1
     dtype = getattr(torch, scale_dtype)
     w = weight.detach().float()
-    base = (w.abs().amax(dim=1) / qmax).to(dtype).clamp(min=torch.finfo(dtype).tiny)
+    base = _row_scales(w, qmax, dtype)
 
     def codes(scale: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(torch.round(w / scale.float()[:, None]), -qmax, qmax).to(torch.int8)
+        return _codes(w, scale, qmax).to(torch.int8)
 
     q, scale = codes(base), base
     # A table already on a grid whose rows were rounded to the scale dtype (fp16) can sit
@@ -154,9 +162,8 @@ def fake_quantize_table(weight: torch.Tensor, bits: int, scale_dtype: str) -> to
     arithmetic as :func:`quantize_table` then :func:`dequantize_table`."""
     qmax = 2 ** (bits - 1) - 1
     dtype = getattr(torch, scale_dtype)
-    scale = (weight.detach().abs().amax(dim=1) / qmax).to(dtype).clamp(min=torch.finfo(dtype).tiny)
-    s = scale.float()[:, None]
-    snapped = (torch.clamp(torch.round(weight / s), -qmax, qmax) * s).to(dtype).float()
+    scale = _row_scales(weight.detach(), qmax, dtype)
+    snapped = (_codes(weight, scale, qmax) * scale.float()[:, None]).to(dtype).float()
     return weight + (snapped - weight).detach()
 
 
@@ -179,17 +186,26 @@ class FakeQuantEmbedding(nn.Module):
         return nn.functional.embedding(ids, table, padding_idx=self.padding_idx)
 
 
-def fake_quantize_embeddings(model: nn.Module, recipe) -> list[tuple[str, int, str]]:
-    """Swap every nn.Embedding of ``model`` for a :class:`FakeQuantEmbedding` following
-    ``recipe`` (a QuantConfig). Returns ``(name, bits, scale dtype)`` per table."""
+def swap_embeddings(model: nn.Module, recipe, make) -> list[tuple[str, int, str, tuple[int, int]]]:
+    """Replace every nn.Embedding of ``model`` by ``make(table, bits, scale_dtype)``, with
+    bits and scale dtype from ``recipe`` (a QuantConfig). The one place the QAT graph and
+    the exporters decide which table gets which grid.
+
+    Returns ``(name, bits, scale dtype, shape)`` per table.
+    """
     done = []
     for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Embedding):
                 bits, scale_dtype = recipe.table(child.num_embeddings)
-                setattr(parent, name, FakeQuantEmbedding(child, bits, scale_dtype))
-                done.append((f"{parent_name}.{name}".lstrip("."), bits, scale_dtype))
+                setattr(parent, name, make(child, bits, scale_dtype))
+                done.append((f"{parent_name}.{name}".lstrip("."), bits, scale_dtype, tuple(child.weight.shape)))
     return done
+
+
+def fake_quantize_embeddings(model: nn.Module, recipe) -> list[tuple[str, int, str, tuple[int, int]]]:
+    """Swap every nn.Embedding of ``model`` for a :class:`FakeQuantEmbedding`."""
+    return swap_embeddings(model, recipe, FakeQuantEmbedding)
 
 
 def table_bytes(rows: int, dim: int, bits: int, scale_dtype: str) -> int:
