@@ -61,7 +61,6 @@ class RowQuantEmbedding(nn.Module):
         from kdaliens.training.quantize import quantize_table
 
         codes, scales = quantize_table(weight, bits, scale_dtype)
-        self.bits = bits
         self.register_buffer("codes", codes)
         self.register_buffer("scales", scales)
 

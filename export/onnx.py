@@ -220,7 +220,7 @@ def latency_us(session, request: dict[str, np.ndarray], runs: int = 2000, warmup
 
 
 # ------------------------------------------------------------------------------ lowering
-def FP32_LAYERS(exp: Exportable) -> tuple[str, ...]:  # noqa: N802  (a constant in spirit)
+def _fp32_layers(exp: Exportable) -> tuple[str, ...]:
     """Student layers onnxruntime's int8 leaves in fp32: the output layer (as QAT and the
     ExecuTorch bundle do) and ``user_proj``, whose input concatenates user fields with
     history means of very different ranges: one dynamic uint8 scale per request for all
@@ -230,7 +230,7 @@ def FP32_LAYERS(exp: Exportable) -> tuple[str, ...]:  # noqa: N802  (a constant 
 
 
 def _torch_to_onnx(exp: Exportable, path: Path, max_candidates: int) -> list[str]:
-    """Export; returns the names of the output layer's nodes (to keep fp32 in int8)."""
+    """Export; returns the names of the nodes of :func:`_fp32_layers` (kept fp32 in int8)."""
     import onnx
     from torch.export import Dim
 
@@ -256,12 +256,12 @@ def _torch_to_onnx(exp: Exportable, path: Path, max_candidates: int) -> list[str
     # The exporter annotates every node with its FX node, module path and stack trace: about
     # half the file of a small student, and build-machine paths a device bundle should not carry.
     model = onnx.load(str(path))
-    # Before the annotations go: the nodes of the student's output layer, which stays fp32
-    # in int8 (as in QAT and the ExecuTorch bundle: int8 logits would tie candidates).
+    # Before the annotations go: the nodes of the layers int8 leaves in fp32.
+    layers = _fp32_layers(exp)
     keep_fp32 = []
     for node in model.graph.node:
         scopes = " ".join(p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes")
-        if node.op_type in ("MatMul", "Gemm") and any(layer in scopes for layer in FP32_LAYERS(exp)):
+        if node.op_type in ("MatMul", "Gemm") and any(layer in scopes for layer in layers):
             # quantize_dynamic first splits a Gemm into "<name>_MatMul" + "<name>_Add".
             keep_fp32 += [node.name, node.name + "_MatMul"] if node.op_type == "Gemm" else [node.name]
         del node.metadata_props[:]
@@ -352,7 +352,7 @@ def export_to_onnx(exp: Exportable, out_dir: Path, quantize: str = "int8", max_c
         fp32 = work / "fp32.onnx"
         t0 = time.perf_counter()
         # int8: the tables go in as QAT's int8 codes and per-row scales; quantize_dynamic
-        # would otherwise give each table one scale (it cost 0.004 AUC on a 4-bit item table).
+        # would otherwise give each table one scale, off the grid QAT trained on.
         keep_fp32 = _torch_to_onnx(row_quantized(exp) if quantize == "int8" else exp, fp32, max_candidates)
         onnx.checker.check_model(str(fp32), full_check=True)
         log(f"[onnx] exported fp32 graph ({fp32.stat().st_size / 1024:.1f} KB, {time.perf_counter() - t0:.1f}s)")
@@ -360,8 +360,8 @@ def export_to_onnx(exp: Exportable, out_dir: Path, quantize: str = "int8", max_c
         if quantize == "int8":
             final = work / "int8.onnx"
             if not keep_fp32:
-                raise RuntimeError("ONNX export: could not find the student's output layer to keep it fp32 "
-                                   "(the exporter's name scopes changed)")
+                raise RuntimeError(f"ONNX export: found none of the layers to keep fp32 ({', '.join(_fp32_layers(exp))}); "
+                                   "the exporter's name scopes changed")
             _quantize(fp32, final, method, requests or example_requests(exp), work, keep_fp32)
             onnx.checker.check_model(str(final))
             log(f"[onnx] int8 ({method}): {final.stat().st_size / 1024:.1f} KB")

@@ -501,10 +501,7 @@ def qat_student(student: StudentRanker, ctx: Context, env: DistEnv, deadline: fl
     cfg = ctx.cfg
     set_seed(cfg.train.seed + 4)
     student = copy.deepcopy(student).eval()
-    tables = snap_embeddings(student, cfg.quant)  # start on the grid
-    for m in student.modules():
-        if isinstance(m, nn.Embedding):
-            m.weight.requires_grad_(True)
+    tables = snap_embeddings(student, cfg.quant, freeze=False)  # start on the grid; they keep training
     prepared, names = prepare_qat_graph(student, cfg.quant)
     distill = DistillLoss(cfg.distill, cfg.student.dim, cfg.teacher.dim) if signals is not None else None
     trainer = _StudentTrainModule(prepared, distill, cfg.train)

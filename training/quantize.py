@@ -138,9 +138,9 @@ def dequantize_table(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return (q.float() * scale.float()[:, None]).to(scale.dtype).float()
 
 
-def snap_embeddings(model: nn.Module, recipe) -> list[tuple[str, int, str]]:
+def snap_embeddings(model: nn.Module, recipe, freeze: bool = True) -> list[tuple[str, int, str]]:
     """Put every nn.Embedding on its quantization grid (``recipe``: a
-    :class:`~kdaliens.training.config.QuantConfig`) and freeze it.
+    :class:`~kdaliens.training.config.QuantConfig`) and, with ``freeze``, freeze it.
 
     Returns ``(name, bits, scale dtype)`` per table.
     """
@@ -151,7 +151,8 @@ def snap_embeddings(model: nn.Module, recipe) -> list[tuple[str, int, str]]:
             q, scale = quantize_table(m.weight, bits, scale_dtype)
             with torch.no_grad():
                 m.weight.copy_(dequantize_table(q, scale))
-            m.weight.requires_grad_(False)
+            if freeze:
+                m.weight.requires_grad_(False)
             done.append((name, bits, scale_dtype))
     return done
 
