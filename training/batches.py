@@ -20,13 +20,14 @@ from kdaliens.sdk.history import HistorySpec
 from .data import Prepared
 
 
-def to_torch(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+def to_torch(arrays: dict[str, np.ndarray], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+    """numpy arrays -> tensors on ``device`` (float64 becomes float32)."""
     out = {}
     for k, v in arrays.items():
         t = torch.from_numpy(np.ascontiguousarray(v))
         if t.dtype == torch.float64:
             t = t.float()
-        out[k] = t
+        out[k] = t.to(device) if device is not None else t
     return out
 
 
@@ -64,15 +65,20 @@ def catalogue_arrays(prep: Prepared) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------ teacher
 @dataclass
 class TeacherWindows:
-    """Left-padded windows of each user's training events for the causal teacher pass.
+    """Left-padded windows of each user's events for the causal teacher pass.
 
-    Input slot j holds an event; its target (the next event) is ``tgt_*`` at slot j.
+    Input slot j holds an event; its target (the next event) is ``tgt_*`` at slot j:
+    ``tgt_row`` (catalogue row), ``tgt_gap`` (its query gap), ``tgt_label`` /
+    ``tgt_has_label`` (click label) and ``tgt_train`` (whether this slot trains its
+    target: the first ``overlap`` slots of a user's later windows are context only, so
+    every target is trained exactly once and sees at least ``overlap`` earlier events).
     ``target_event`` maps each (window, slot) to the event-store index of its target
-    (-1 where there is none).
+    (-1 where there is none or the slot is context only).
     """
 
     arrays: dict[str, np.ndarray]
     target_event: np.ndarray
+    users: np.ndarray  # (W,) the user of each window
 
     def __len__(self) -> int:
         return len(self.target_event)
@@ -83,7 +89,7 @@ class TeacherWindows:
 
     def batch(self, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Rows of the windows, trimmed to the longest one (windows are left-padded, so
-        the trimmed slots are padding; slot positions keep counting from the right)."""
+        the trimmed slots are padding)."""
         L = self.arrays["win_mask"].shape[1]
         keep = max(int(self.lengths[rows].max()), 1)
         out = {k: (v[rows][:, L - keep:] if k.startswith(("win_", "tgt_")) else v[rows])
@@ -100,34 +106,41 @@ class TeacherWindows:
         out = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         if rng is not None:
             out = [out[i] for i in rng.permutation(len(out))]
-        if world > 1:
-            keep = len(out) - len(out) % world if len(out) >= world else len(out)
-            out = out[:keep][rank::world] if keep else out[rank:rank + 1]
-        return out
+        return _shard(out, rank, world)
 
 
-def teacher_windows(prep: Prepared, enc: FeatureEncoder, L: int, split_end: np.ndarray) -> TeacherWindows:
-    """Windows over events ``[user start, split_end[user])`` of every user.
+def _window_bounds(offsets: np.ndarray, split_end: np.ndarray, L: int, overlap: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per window: user, first input event, input count, first trained target.
 
-    Each user's sequence is cut into windows of L inputs from the end backwards, so the
-    newest events get the longest context.
+    A user's targets are their events s+1..e-1 (the input of target t is t-1). Windows
+    are cut from the newest target backwards, ``L - overlap`` trained targets each,
+    with up to ``overlap`` more inputs before them as context.
     """
+    span = max(1, L - overlap)
+    users, los, lens, firsts = [], [], [], []
+    for u in range(len(split_end)):
+        s, b = int(offsets[u]), int(split_end[u])  # trained targets [a, b)
+        while b > s + 1:
+            a = max(s + 1, b - span)
+            lo = max(s, a - 1 - overlap)
+            users.append(u)
+            los.append(lo)
+            lens.append(b - 1 - lo)
+            firsts.append(a)
+            b = a
+    return (np.asarray(users, dtype=np.int64), np.asarray(los, dtype=np.int64), np.asarray(lens, dtype=np.int64),
+            np.asarray(firsts, dtype=np.int64))
+
+
+def teacher_windows(prep: Prepared, enc: FeatureEncoder, L: int, split_end: np.ndarray, overlap: int = 0
+                    ) -> TeacherWindows:
+    """Windows over events ``[user start, split_end[user])`` of every user (see
+    :class:`TeacherWindows`); every target event in that range is trained once."""
     gaps = prev_gaps(prep, enc)
     ev_items = prep.event_items()
-    starts, lens = [], []
-    for u in range(prep.n_users):
-        s, e = int(prep.user_offsets[u]), int(split_end[u])
-        # inputs are events s..e-2, targets s+1..e-1
-        hi = e - 1
-        while hi > s:
-            lo = max(s, hi - L)
-            starts.append(lo)
-            lens.append(hi - lo)
-            hi = lo
-    len(starts)
+    users, starts_a, lens_a, first_a = _window_bounds(prep.user_offsets, split_end, L, min(overlap, L - 1))
     slot = np.arange(L)
-    starts_a = np.asarray(starts, dtype=np.int64)
-    lens_a = np.asarray(lens, dtype=np.int64)
     # event index of input slot j: start + j - (L - len); padding where negative offset
     offset = slot[None, :] - (L - lens_a[:, None])  # (W, L)
     valid = offset >= 0
@@ -138,10 +151,6 @@ def teacher_windows(prep: Prepared, enc: FeatureEncoder, L: int, split_end: np.n
         a = ev_items[name][ev_in]
         a[~valid] = PAD_ID
         arrays["win_" + name] = a
-    for name, a in ev_items.items():
-        t = a[ev_tg]
-        t[~valid] = PAD_ID
-        arrays["tgt_" + name] = t
     ev = prep.ev_event[ev_in]
     ev[~valid] = PAD_ID
     g = gaps[ev_in]
@@ -150,13 +159,14 @@ def teacher_windows(prep: Prepared, enc: FeatureEncoder, L: int, split_end: np.n
     tg = gaps[ev_tg]
     tg[~valid] = PAD_ID
     arrays["tgt_gap"] = tg  # time from the previous event to the target: its query gap
-    arrays["tgt_item"] = np.where(valid, prep.ev_item[ev_tg], 0)
+    arrays["tgt_row"] = np.where(valid, prep.ev_item[ev_tg], 0)
     lab = prep.ev_label[ev_tg]
     arrays["tgt_label"] = np.where(valid & np.isfinite(lab), lab, 0.0)
     arrays["tgt_has_label"] = valid & np.isfinite(lab)
-    users = prep.ev_user[starts_a]
-    arrays.update(user_arrays(prep, users))
-    return TeacherWindows(arrays=arrays, target_event=np.where(valid, ev_tg, -1))
+    train = valid & (ev_tg >= first_a[:, None])
+    arrays["tgt_train"] = train
+    arrays.update(user_arrays(prep, prep.ev_user[starts_a]))
+    return TeacherWindows(arrays=arrays, target_event=np.where(train, ev_tg, -1), users=users)
 
 
 def teacher_requests(prep: Prepared, enc: FeatureEncoder, users: np.ndarray, starts: np.ndarray,
@@ -179,23 +189,33 @@ def teacher_requests(prep: Prepared, enc: FeatureEncoder, users: np.ndarray, sta
 
 # ------------------------------------------------------------------------------ student
 class NegativeSampler:
-    """Uniform unobserved items per user (a bitmap of touched items when it fits)."""
+    """Uniform items each user did not touch in the training period.
 
-    def __init__(self, prep: Prepared, seed: int):
+    ``train_end[u]`` is the end (exclusive) of user u's training events in the store:
+    items the user touches later (validation, test) may be sampled, as they would be
+    for a model that has not seen the future. Membership is a sorted array of
+    ``user * n_items + item`` keys, so it costs O(log E) per draw at any catalogue size.
+    """
+
+    def __init__(self, prep: Prepared, seed: int, train_end: np.ndarray | None = None):
         self.n_items = prep.n_items
         self.rng = np.random.default_rng(seed)
-        self.touched = None
-        if prep.n_users * prep.n_items <= 200_000_000:
-            t = np.zeros((prep.n_users, prep.n_items), dtype=bool)
-            t[prep.ev_user, prep.ev_item] = True
-            self.touched = t
+        end = prep.user_offsets[1:] if train_end is None else np.asarray(train_end)
+        pos = np.arange(len(prep.ev_user)) - prep.user_offsets[prep.ev_user]
+        in_train = pos < (end - prep.user_offsets[:-1])[prep.ev_user]
+        self.keys = np.unique(prep.ev_user[in_train] * np.int64(self.n_items) + prep.ev_item[in_train])
+
+    def touched(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Whether each (user, item) pair (broadcast) is in the users' training period."""
+        k = np.asarray(users, dtype=np.int64) * np.int64(self.n_items) + np.asarray(items, dtype=np.int64)
+        i = np.minimum(np.searchsorted(self.keys, k), len(self.keys) - 1)
+        return self.keys[i] == k if len(self.keys) else np.zeros(k.shape, dtype=bool)
 
     def sample(self, users: np.ndarray, k: int) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64)
         out = self.rng.integers(0, self.n_items, size=(len(users), k))
-        if self.touched is None:
-            return out
         for _ in range(20):  # resample collisions; a few rounds clear them all in practice
-            bad = self.touched[users[:, None], out]
+            bad = self.touched(users[:, None], out)
             if not bad.any():
                 break
             out[bad] = self.rng.integers(0, self.n_items, size=int(bad.sum()))
@@ -212,12 +232,16 @@ def student_requests(prep: Prepared, enc: FeatureEncoder, users: np.ndarray, sta
     return out
 
 
+def _shard(batches: list[np.ndarray], rank: int, world: int) -> list[np.ndarray]:
+    """With ``world`` > 1 each rank takes every world-th batch (the same count each)."""
+    if world <= 1:
+        return batches
+    keep = len(batches) - len(batches) % world if len(batches) >= world else len(batches)
+    return batches[:keep][rank::world] if keep else batches[rank:rank + 1]
+
+
 def iterate(n: int, batch_size: int, shuffle: bool, rng: np.random.Generator | None = None,
             rank: int = 0, world: int = 1) -> Iterator[np.ndarray]:
     """Index batches; with ``world`` > 1 each rank takes every world-th batch (same count each)."""
     idx = rng.permutation(n) if shuffle and rng is not None else np.arange(n)
-    batches = [idx[i:i + batch_size] for i in range(0, n, batch_size)]
-    if world > 1:
-        keep = len(batches) - len(batches) % world if len(batches) >= world else len(batches)
-        batches = batches[:keep][rank::world] if keep else batches[rank:rank + 1]
-    yield from batches
+    yield from _shard([idx[i:i + batch_size] for i in range(0, n, batch_size)], rank, world)

@@ -67,18 +67,19 @@ def config_of(payload: dict[str, Any]) -> RunConfig:
 def load_model(path: Path) -> tuple[nn.Module, RunConfig, FeatureSpec, dict[str, Any]]:
     """Rebuild a model from a checkpoint. ``student_qat`` comes back converted to int8."""
     from .models.student import StudentRanker
-    from .models.teacher import TeacherRanker
+    from .models.teacher import Teacher
 
     p = read_checkpoint(path)
     cfg = config_of(p)
     spec = FeatureSpec.from_dict(p["spec"])
     kind = p["kind"]
-    if kind == "teacher":
-        model: nn.Module = TeacherRanker(spec, cfg.teacher)
-        model.load_state_dict(p["state_dict"])
-    elif kind == "student":
-        model = StudentRanker(spec, cfg.student)
-        model.load_state_dict(p["state_dict"])
+    if kind in ("teacher", "student"):
+        model: nn.Module = Teacher(spec, cfg.teacher) if kind == "teacher" else StudentRanker(spec, cfg.student)
+        try:
+            model.load_state_dict(p["state_dict"])
+        except RuntimeError as e:
+            raise InputError(f"{path}: the {kind} weights do not fit this version's model "
+                             f"(a checkpoint from another kdaliens version?): {str(e)[:300]}") from e
     else:
         from .quantize import convert_qat_graph, prepare_qat_graph
 

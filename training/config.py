@@ -25,15 +25,34 @@ def _from_dict(cls: type[T], d: Mapping[str, Any], where: str) -> T:
     if unknown:
         raise InputError(f"config {where}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
     kw = {}
+    defaults = cls()  # type: ignore[call-arg]
     for k, v in d.items():
-        default = getattr(cls(), k) if k in known else None  # type: ignore[call-arg]
+        default = getattr(defaults, k)
         if is_dataclass(default) and isinstance(v, Mapping):
             kw[k] = _from_dict(type(default), v, f"{where}.{k}")
-        elif isinstance(default, tuple) and isinstance(v, list):
+        elif isinstance(default, tuple) and isinstance(v, (list, tuple)):
             kw[k] = tuple(v)
         else:
-            kw[k] = v
+            kw[k] = _check_type(v, default, f"{where}.{k}")
     return cls(**kw)  # type: ignore[call-arg]
+
+
+def _check_type(v: Any, default: Any, where: str) -> Any:
+    """The value if it has the default's type (ints pass for floats); else InputError."""
+    if isinstance(default, bool):
+        ok = isinstance(v, bool)
+    elif isinstance(default, int):
+        ok = isinstance(v, int) and not isinstance(v, bool)
+    elif isinstance(default, float) or (default is None and not isinstance(v, (str, Mapping, list))):
+        ok = v is None and default is None or isinstance(v, (int, float)) and not isinstance(v, bool)
+    elif isinstance(default, str):
+        ok = isinstance(v, str)
+    else:
+        ok = True
+    if not ok:
+        raise InputError(f"config {where}: expected {type(default).__name__ if default is not None else 'a number'}"
+                         f", got {v!r}")
+    return float(v) if isinstance(default, float) else v
 
 
 @dataclass
@@ -43,16 +62,21 @@ class TeacherConfig:
     Args:
         dim: embedding and model width.
         history_len: events of history the sequence encoder sees (a window).
+        attn_len: the newest events each candidate attends to (raw and contextual).
         seq_encoder: registered sequence encoder ("transformer").
-        seq_layers / seq_heads: transformer depth and heads over the history.
+        seq_layers / seq_heads: encoder depth and heads over the history.
         interaction: registered interaction block ("alien").
-        alien_layers / alien_heads: self-attention across field embeddings.
+        alien_layers / alien_heads: self-attention across field embeddings (click head).
         mlp: hidden sizes of the click head.
+        rank_mlp: hidden sizes of the candidate-aware part of the interaction logit.
         dropout: dropout in the encoder and heads.
+        ensemble: independently seeded teacher networks whose logits are averaged
+            (1: a single KD-ALIENS teacher).
     """
 
     dim: int = 64
     history_len: int = 200
+    attn_len: int = 50
     seq_encoder: str = "transformer"
     seq_layers: int = 2
     seq_heads: int = 2
@@ -60,7 +84,13 @@ class TeacherConfig:
     alien_layers: int = 2
     alien_heads: int = 2
     mlp: tuple[int, ...] = (128, 64)
+    rank_mlp: tuple[int, ...] = (64,)
     dropout: float = 0.2
+    ensemble: int = 1
+
+    def __post_init__(self) -> None:
+        if self.dim < 1 or self.history_len < 1 or self.attn_len < 1 or self.ensemble < 1:
+            raise InputError("teacher: dim, history_len, attn_len and ensemble must be >= 1")
 
 
 @dataclass
@@ -83,23 +113,50 @@ class StudentConfig:
 
 @dataclass
 class DistillConfig:
-    """Weights of the composable distillation losses (0 turns one off).
+    """How the student learns from the teacher: composable losses (0 turns one off).
+
+    Each distilled event's candidates are the event's item, the teacher's
+    ``hard_negatives`` top-ranked items the user did not touch in the training period
+    (its top-K at the end of that period), and the uniform negatives of plain training.
+    The ground-truth softmax only sees the item and the uniform negatives: the
+    teacher's top items are likely good ones, so they are only taught through the
+    teacher's scores.
 
     Args:
-        temperature: softening of teacher and student logits for logit KD.
-        logit_weight: KL between teacher and student interaction scores over the
-            candidate set (the positive and the sampled negatives).
-        click_weight: BCE of the student's click logit on the teacher's soft click label.
+        method: registered distillation method ("default").
+        temperature: softening of teacher and student logits for logit and click KD.
+        logit_weight: KL between the teacher's and the student's softmax over all the
+            candidates (listwise).
+        rd_weight: ranking distillation (Tang & Wang, KDD 2018): the teacher's top
+            items as soft positives, each ranked above the uniform negatives (a BPR
+            term), weighted by ``exp(-rank / rd_decay)``.
+        rd_decay: how fast those weights fall with the teacher's rank.
+        click_weight: BCE of the student's click logits on the teacher's soft click
+            labels, for the event's item and the teacher's top items.
         feature_weight: MSE between the adapted student user-interest vector and the
-            teacher's (after target attention), both L2-normalized.
+            teacher's (after attention, for the event's item), both L2-normalized.
         hard_weight: weight of the ground-truth losses next to the distillation ones.
+        hard_negatives: teacher top-ranked unobserved items per event (0: none).
+        init_items: start the student's item-id table from a projection (PCA) of the
+            teacher's item vectors.
     """
 
+    method: str = "default"
     temperature: float = 2.0
     logit_weight: float = 0.5
+    rd_weight: float = 0.0
+    rd_decay: float = 4.0
     click_weight: float = 0.5
     feature_weight: float = 0.1
     hard_weight: float = 1.0
+    hard_negatives: int = 8
+    init_items: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method != "default":
+            raise InputError(f"distill.method {self.method!r} is not available; choose 'default'")
+        if self.temperature <= 0 or self.hard_negatives < 0 or self.rd_decay <= 0:
+            raise InputError("distill: temperature and rd_decay must be > 0, hard_negatives >= 0")
 
 
 @dataclass
@@ -144,27 +201,42 @@ class QuantConfig:
         return self.table_bits, "float32"
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
 @dataclass
 class TrainConfig:
     """Optimization. Each model trains up to ``epochs`` with early stopping on validation.
+
+    Training is epoch-based: how far a model gets never depends on how busy the machine
+    is. The same data, config and seed give the same model (see ``deterministic``).
 
     Args:
         epochs: maximum epochs per model (teacher, plain student, distilled student).
         qat_epochs: fine-tuning epochs with int8 fake quantization.
         patience: epochs without validation improvement before stopping (students).
-        teacher_patience: the same for the teacher. 6 was tried on ML-100K: validation
-            HR@10 flattened at 0.70 and the validation score barely moved, so 3.
+        teacher_patience: the same for the teacher (its ranking and click snapshots each
+            need ``teacher_patience`` epochs without improvement).
         lr / weight_decay: AdamW.
+        teacher_lr: the teacher's learning rate.
         batch_size: student samples per step; teacher_batch: history windows per step.
         negatives: sampled unobserved items per positive for the interaction objective.
-        teacher_negatives: the same for the teacher's target-aware interaction term, per
-            history position (its two-tower term uses a softmax over the whole catalogue).
+        teacher_negatives: the same for the teacher, per history position.
+        teacher_catalogue_weight: weight of the teacher's softmax over the catalogue
+            (its two-tower term; over a shared sample of ``teacher_catalogue_items``
+            items when the catalogue is larger) next to the sampled-candidate softmax.
+        teacher_catalogue_items: catalogue size up to which that softmax is exact.
         interaction_weight / click_weight: the two objectives (ESMM-style: interaction
             with sampled unobserved negatives, and click given interaction).
         seed: everything random.
         threads: torch intra-op threads (0 = torch's default).
-        max_minutes: wall-time budget of the training loops (the teacher gets 62%,
-            each fp32 student 12%, the int8 fine-tune the rest); evaluation comes on top.
+        device: "auto" (CUDA when available), "cpu" or "cuda".
+        deterministic: ask torch for deterministic algorithms (bit-exact reruns with
+            the same thread count; slower on CUDA).
+        max_minutes: an opt-in wall-time budget of the training loops (None: none).
+            When set, the teacher gets 62% of it, each fp32 student 12%, the int8
+            fine-tune the rest, and a model stops early when its share runs out, so
+            the result then depends on the machine's speed.
     """
 
     epochs: int = 30
@@ -175,14 +247,26 @@ class TrainConfig:
     teacher_lr: float = 2e-3
     weight_decay: float = 1e-5
     batch_size: int = 512
-    teacher_batch: int = 16
+    teacher_batch: int = 8
     negatives: int = 32
-    teacher_negatives: int = 8
+    teacher_negatives: int = 32
+    teacher_catalogue_weight: float = 0.5
+    teacher_catalogue_items: int = 4096
     interaction_weight: float = 1.0
     click_weight: float = 1.0
     seed: int = 0
     threads: int = 0
-    max_minutes: float = 13.0
+    device: str = "auto"
+    deterministic: bool = False
+    max_minutes: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise InputError(f"train.device must be one of {DEVICES}, got {self.device!r}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise InputError(f"train.max_minutes must be > 0 or null, got {self.max_minutes}")
+        if self.epochs < 1 or self.batch_size < 1 or self.teacher_batch < 1:
+            raise InputError("train.epochs, batch_size and teacher_batch must be >= 1")
 
 
 @dataclass
@@ -215,12 +299,66 @@ class RunConfig:
 def tiny_config(**train_overrides: Any) -> RunConfig:
     """A config small enough for tests and smoke runs (seconds on a laptop)."""
     cfg = RunConfig(
-        teacher=TeacherConfig(dim=16, history_len=20, seq_layers=1, seq_heads=2, alien_layers=1, alien_heads=2,
-                              mlp=(16,), dropout=0.0),
+        teacher=TeacherConfig(dim=16, history_len=20, attn_len=8, seq_layers=1, seq_heads=2, alien_layers=1,
+                              alien_heads=2, mlp=(16,), rank_mlp=(16,), dropout=0.0),
         student=StudentConfig(dim=8, short_len=4, long_len=2, mlp=(16,), dropout=0.0),
         train=TrainConfig(epochs=1, qat_epochs=1, patience=1, batch_size=256, teacher_batch=32, negatives=4,
-                          threads=1),
+                          teacher_negatives=4, threads=1),
     )
     for k, v in train_overrides.items():
         setattr(cfg.train, k, v)
     return cfg
+
+
+#: ``kdaliens-train --preset NAME``: ``tiny`` is what the tests train; ``default`` the full models.
+PRESETS = {"tiny": tiny_config, "default": RunConfig}
+
+
+def preset(name: str) -> RunConfig:
+    """A fresh config of the named preset (``tiny`` or ``default``)."""
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"section.key=value"`` -> (["section", "key"], value), the value parsed as JSON
+    where it parses (``128``, ``0.5``, ``true``, ``null``, ``[64, 32]``) and kept as a
+    string otherwise (``lrc``)."""
+    key, sep, raw = text.partition("=")
+    path = [p.strip() for p in key.split(".")]
+    if not sep or len(path) < 2 or not all(path):
+        raise InputError(f"--set {text!r}: expected section.key=value, for example teacher.dim=128")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return path, value
+
+
+def merge(base: RunConfig, overrides: Mapping[str, Any] | None = None, sets: list[str] | tuple[str, ...] = ()
+          ) -> RunConfig:
+    """``base`` with a (partial) config dict merged section by section, then ``--set`` items.
+
+    Unknown sections or keys raise :class:`InputError` naming the known ones.
+    """
+    d = base.to_dict()
+    for k, v in (overrides or {}).items():
+        d[k] = {**d[k], **v} if isinstance(d.get(k), dict) and isinstance(v, Mapping) else v
+    for item in sets:
+        path, value = parse_override(item)
+        node = d
+        for p in path[:-1]:
+            if p not in node:
+                raise InputError(f"--set {item!r}: unknown config section {p!r} (known: {sorted(node)})")
+            if not isinstance(node[p], dict):
+                raise InputError(f"--set {item!r}: {p!r} is a value, not a section")
+            node = node[p]
+        if path[0] not in ("data", "split") and path[-1] not in node:
+            raise InputError(f"--set {item!r}: unknown key {path[-1]!r} in {'.'.join(path[:-1])} "
+                             f"(known: {sorted(node)})")
+        node[path[-1]] = value
+    try:
+        return RunConfig.from_dict(d)
+    except TypeError as e:  # a dataclass rejected a value's type
+        raise InputError(f"config: {e}") from e

@@ -8,8 +8,11 @@ RUN_DIR holds:
   checkpoints (config + spec + weights; ``torch.load(weights_only=True)``);
 * ``metrics.json`` — per model a ``ctr`` block (auc, gauc, logloss on the CTR test
   split), a ``ranking`` block (hr@10, ndcg@10, leave-one-out against 100 unobserved
-  items), ``params``, ``size_bytes``, and training facts (epochs, seconds);
-* ``history.json`` — per-epoch losses and validation metrics.
+  items), a ``ranking_full`` block (hr@10, ndcg@10 against every item the user never
+  touched; ``users`` scored), ``params``, ``size_bytes``, and training facts (epochs,
+  best epochs, seconds, median ``epoch_seconds``);
+* ``history.json`` — per model, one row per epoch: loss, validation metrics,
+  ``epoch_seconds`` (training only) and ``eval_seconds``.
 
 ``metrics.json`` is rewritten after each model, so a crash keeps what finished; a rerun
 with the same config reuses finished checkpoints (``force=True`` retrains).
@@ -32,20 +35,13 @@ from torch import nn
 from .checkpoint import load_model, save_checkpoint
 from .config import RunConfig
 from .data import SplitConfig, load_prepared
-from .loop import (
-    Context,
-    DistEnv,
-    evaluate_student,
-    evaluate_teacher,
-    init_distributed,
-    qat_student,
-    teacher_signals,
-    train_student,
-    train_teacher,
-)
+from .distill import TeacherSignals
+from .loop import Context, DistEnv, init_distributed, resolve_device
+from .student_loop import evaluate_student, qat_student, train_student
+from .teacher_loop import evaluate_teacher, train_teacher
 
 MODELS = ("teacher", "student_plain", "student_kd", "student_kd_int8")
-# Share of the time budget each model may use before early stopping cuts it.
+# Share of an opt-in time budget (--max-minutes) each model may use before it stops.
 # The two fp32 students get the same share, so the distillation comparison is fair.
 BUDGET = {"teacher": 0.62, "student_plain": 0.12, "student_kd": 0.12, "student_kd_int8": 0.14}
 
@@ -87,16 +83,95 @@ def _config_hash(cfg: RunConfig, data: str) -> str:
 
 
 def format_table(metrics: dict[str, dict]) -> str:
-    head = f"{'model':<17}{'AUC':>8}{'GAUC':>8}{'logloss':>9}{'HR@10':>8}{'NDCG@10':>9}{'params':>10}{'size KB':>9}{'time s':>8}"
+    head = (f"{'model':<17}{'AUC':>8}{'GAUC':>8}{'logloss':>9}{'HR@10':>8}{'NDCG@10':>9}{'full HR':>9}"
+            f"{'full NDCG':>10}{'params':>10}{'size KB':>9}{'ep s':>7}")
     lines = [head, "-" * len(head)]
     for name in MODELS:
         m = metrics.get(name)
         if not m:
             continue
-        c, r = m["ctr"], m["ranking"]
+        c, r, f = m["ctr"], m["ranking"], m.get("ranking_full", {})
         lines.append(f"{name:<17}{c['auc']:>8.4f}{c['gauc']:>8.4f}{c['logloss']:>9.4f}{r['hr@10']:>8.4f}"
-                     f"{r['ndcg@10']:>9.4f}{m['params']:>10,}{m['size_bytes'] / 1024:>9.1f}{m.get('train_seconds', 0):>8.0f}")
+                     f"{r['ndcg@10']:>9.4f}{f.get('hr@10', float('nan')):>9.4f}{f.get('ndcg@10', float('nan')):>10.4f}"
+                     f"{m['params']:>10,}{m['size_bytes'] / 1024:>9.1f}{m.get('epoch_seconds') or 0:>7.1f}")
     return "\n".join(lines)
+
+
+class _Run:
+    """One ``kdaliens-train`` run: what it has finished, and how to record a model."""
+
+    def __init__(self, data: str, out: Path, cfg: RunConfig, env: DistEnv, force: bool, log: Callable[[str], None]):
+        self.out, self.cfg, self.env, self.log = out, cfg, env, log
+        self.t_start = time.perf_counter()
+        device = resolve_device(cfg.train.device, env)
+        prep = load_prepared(data, cfg.data, SplitConfig(**cfg.split), verbose=env.main)
+        self.ctx = Context(prep, cfg, device)
+        self.chash = _config_hash(cfg, data)
+        self.metrics: dict[str, dict] = {}
+        self.history: dict[str, list] = {}
+        if env.main:
+            old = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() and not force else {}
+            self.metrics = {k: v for k, v in old.items() if isinstance(v, dict) and v.get("config_hash") == self.chash}
+            write_json(out / "config.json", cfg.to_dict())
+            write_json(out / "run.json", {"data": str(data), "implicit": bool(prep.implicit), "seed": cfg.train.seed,
+                                          "world_size": env.world, "device": str(device),
+                                          "threads": torch.get_num_threads(),
+                                          "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            (out / "spec.json").write_text(self.ctx.s_spec.to_json(indent=1))
+            (out / "teacher_spec.json").write_text(self.ctx.t_spec.to_json(indent=1))
+        # Every rank must agree on which stages to skip.
+        reuse = {n: (out / f"{n}.pt").exists() and n in self.metrics and not force for n in MODELS}
+        if env.world > 1:
+            import torch.distributed as dist
+
+            obj = [reuse]
+            dist.broadcast_object_list(obj, src=0)
+            reuse = obj[0]
+        self.reuse = reuse
+
+    def deadline(self, name: str) -> float | None:
+        """The opt-in budget's end for ``name`` (None: train to early stopping)."""
+        if self.cfg.train.max_minutes is None:
+            return None
+        budget_s, now = self.cfg.train.max_minutes * 60.0, time.perf_counter()
+        if name in ("student_plain", "student_kd"):
+            return now + BUDGET[name] * budget_s
+        end = self.t_start + (BUDGET["teacher"] if name == "teacher" else 1.0) * budget_s
+        return max(end, now + 0.05 * budget_s)
+
+    def record(self, name: str, model: nn.Module, res, evaluate, int8: bool, ckpt_kind: str, state: dict,
+               spec) -> None:
+        if not self.env.main:
+            return
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            m = evaluate(model)
+        rows = res.history if res else []
+        ep = [r["epoch_seconds"] for r in rows]
+        m.update({"params": param_count(model), "size_bytes": size_bytes(model, int8), "config_hash": self.chash,
+                  "epochs": res.epochs if res else None, "best_epoch": res.best_epoch if res else None,
+                  "best_epochs": res.best_epochs if res else None,
+                  "train_seconds": round(res.seconds, 1) if res else None,
+                  "epoch_seconds": round(sorted(ep)[len(ep) // 2], 2) if ep else None,
+                  "test_eval_seconds": round(time.perf_counter() - t0, 1)})
+        self.metrics[name] = m
+        self.history[name] = rows
+        save_checkpoint(self.out / f"{name}.pt", ckpt_kind, self.cfg, spec, state,
+                        extra={"metrics": {"ctr": m["ctr"], "ranking": m["ranking"]}})
+        write_json(self.out / "metrics.json", self.metrics)
+        hist_path = self.out / "history.json"
+        old_h = json.loads(hist_path.read_text()) if hist_path.exists() else {}
+        old_h.update(self.history)
+        write_json(hist_path, old_h)
+        f = m["ranking_full"]
+        self.log(f"[{name}] test: auc {m['ctr']['auc']:.4f}  gauc {m['ctr']['gauc']:.4f}  "
+                 f"hr@10 {m['ranking']['hr@10']:.4f}  ndcg@10 {m['ranking']['ndcg@10']:.4f}  "
+                 f"full-catalogue hr@10 {f['hr@10']:.4f}  ndcg@10 {f['ndcg@10']:.4f} ({f['users']} users)")
+
+    def load(self, name: str) -> nn.Module:
+        model, _, _, _ = load_model(self.out / f"{name}.pt")
+        self.log(f"[{name}] reusing {self.out / (name + '.pt')} (same config); --force retrains")
+        return model.to(self.ctx.device) if name != "student_kd_int8" else model
 
 
 def run(data: str, out: str | Path, config: RunConfig | None = None, epochs: int | None = None,
@@ -107,7 +182,7 @@ def run(data: str, out: str | Path, config: RunConfig | None = None, epochs: int
     Example:
         >>> from kdaliens.training.config import tiny_config
         >>> m = run("movielens-100k", "runs/tiny", tiny_config())   # doctest: +SKIP
-        >>> m["student_kd"]["ctr"]["auc"]                            # doctest: +SKIP
+        >>> m["student_kd"]["ranking_full"]["ndcg@10"]               # doctest: +SKIP
     """
     cfg = config or RunConfig()
     if epochs is not None:
@@ -116,115 +191,60 @@ def run(data: str, out: str | Path, config: RunConfig | None = None, epochs: int
         cfg.train.seed = int(seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
     env = env or init_distributed()
     if not env.main:
         log = lambda msg: None  # noqa: E731  (only rank 0 talks)
     out = Path(out)
     if env.main:
         out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    budget_s = cfg.train.max_minutes * 60.0
-    prep = load_prepared(data, cfg.data, SplitConfig(**cfg.split), verbose=env.main)
-    ctx = Context(prep, cfg)
-    chash = _config_hash(cfg, data)
-    metrics_path = out / "metrics.json"
-    metrics: dict[str, dict] = {}
-    history: dict[str, list] = {}
-    if env.main:
-        old = json.loads(metrics_path.read_text()) if metrics_path.exists() and not force else {}
-        metrics = {k: v for k, v in old.items() if isinstance(v, dict) and v.get("config_hash") == chash}
-        write_json(out / "config.json", cfg.to_dict())
-        write_json(out / "run.json", {"data": str(data), "implicit": bool(prep.implicit), "seed": cfg.train.seed,
-                                      "world_size": env.world,
-                                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        (out / "spec.json").write_text(ctx.s_spec.to_json(indent=1))
-        (out / "teacher_spec.json").write_text(ctx.t_spec.to_json(indent=1))
-    # Every rank must agree on which stages to skip.
-    reuse = {name: (out / f"{name}.pt").exists() and name in metrics and not force for name in MODELS}
-    if env.world > 1:
-        import torch.distributed as dist
-
-        obj = [reuse]
-        dist.broadcast_object_list(obj, src=0)
-        reuse = obj[0]
-
-    def deadline(name: str) -> float:
-        # The two fp32 students get the same wall time each, so the distillation
-        # comparison is fair; the teacher and the int8 fine-tune take what is left.
-        now = time.perf_counter()
-        if name in ("student_plain", "student_kd"):
-            return now + BUDGET[name] * budget_s
-        end = t_start + (BUDGET["teacher"] if name == "teacher" else 1.0) * budget_s
-        return max(end, now + 0.05 * budget_s)
-
-    def record(name: str, model: nn.Module, res, evaluate, int8: bool, ckpt_kind: str, state: dict,
-               spec) -> None:
-        if not env.main:
-            return
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            m = evaluate(model)
-        m.update({"params": param_count(model), "size_bytes": size_bytes(model, int8), "config_hash": chash,
-                  "epochs": res.epochs if res else None, "best_epoch": res.best_epoch if res else None,
-                  "train_seconds": round(res.seconds, 1) if res else None,
-                  "eval_seconds": round(time.perf_counter() - t0, 1)})
-        metrics[name] = m
-        history[name] = res.history if res else []
-        save_checkpoint(out / f"{name}.pt", ckpt_kind, cfg, spec, state,
-                        extra={"metrics": {"ctr": m["ctr"], "ranking": m["ranking"]}})
-        write_json(metrics_path, metrics)
-        hist_path = out / "history.json"
-        old_h = json.loads(hist_path.read_text()) if hist_path.exists() else {}
-        old_h.update(history)
-        write_json(hist_path, old_h)
-        log(f"[{name}] test: auc {m['ctr']['auc']:.4f}  gauc {m['ctr']['gauc']:.4f}  "
-            f"hr@10 {m['ranking']['hr@10']:.4f}  ndcg@10 {m['ranking']['ndcg@10']:.4f}")
-
-    def load(name: str) -> nn.Module:
-        model, _, _, _ = load_model(out / f"{name}.pt")
-        log(f"[{name}] reusing {out / (name + '.pt')} (same config); --force retrains")
-        return model
+    R = _Run(data, out, cfg, env, force, log)
+    ctx = R.ctx
+    log(f"[run] device {ctx.device}, {torch.get_num_threads()} threads, seed {cfg.train.seed}; "
+        + (f"time budget {cfg.train.max_minutes} min (--max-minutes): models stop when their share runs out"
+           if cfg.train.max_minutes is not None else "epoch-based: every model trains to early stopping"))
+    student_eval = lambda m: evaluate_student(m, ctx, "test", full=True)  # noqa: E731
 
     # 1. Teacher.
-    if reuse["teacher"]:
-        teacher = load("teacher")
+    if R.reuse["teacher"]:
+        teacher = R.load("teacher")
     else:
-        res = train_teacher(ctx, env, deadline("teacher"), log)
+        res = train_teacher(ctx, env, log, R.deadline("teacher"))
         teacher = res.model
-        record("teacher", teacher, res, lambda m: evaluate_teacher(m, ctx, "test"), False, "teacher",
-               teacher.state_dict(), ctx.t_spec)
+        R.record("teacher", teacher, res, lambda m: evaluate_teacher(m, ctx, "test", full=True), False, "teacher",
+                 teacher.state_dict(), ctx.t_spec)
     # 2. Plain student (no teacher): the baseline distillation must beat.
-    if not reuse["student_plain"]:
-        res = train_student(ctx, env, deadline("student_plain"), log, None, name="student_plain")
-        record("student_plain", res.model, res, lambda m: evaluate_student(m, ctx, "test"), False, "student",
-               res.model.state_dict(), ctx.s_spec)
+    if not R.reuse["student_plain"]:
+        res = train_student(ctx, env, log, None, name="student_plain", deadline=R.deadline("student_plain"))
+        R.record("student_plain", res.model, res, student_eval, False, "student", res.model.state_dict(), ctx.s_spec)
     # 3. Distilled student.
     signals = None
-    if reuse["student_kd"]:
-        student_kd = load("student_kd")
+    if R.reuse["student_kd"]:
+        student_kd = R.load("student_kd")
     else:
-        log("[student_kd] computing teacher soft labels and features for the training events")
-        signals = teacher_signals(teacher, ctx)
-        res = train_student(ctx, env, deadline("student_kd"), log, signals, name="student_kd")
+        log("[student_kd] computing the teacher's signals for the training events")
+        signals = TeacherSignals(teacher, ctx)
+        res = train_student(ctx, env, log, signals, name="student_kd", deadline=R.deadline("student_kd"))
         student_kd = res.model
-        record("student_kd", student_kd, res, lambda m: evaluate_student(m, ctx, "test"), False, "student",
-               student_kd.state_dict(), ctx.s_spec)
+        R.record("student_kd", student_kd, res, student_eval, False, "student", student_kd.state_dict(), ctx.s_spec)
     # 4. int8 student: QAT from the distilled one, measured on the converted model.
-    if not reuse["student_kd_int8"]:
+    if not R.reuse["student_kd_int8"]:
         if signals is None:
-            signals = teacher_signals(teacher, ctx)
-        res = qat_student(student_kd, ctx, env, deadline("student_kd_int8"), log, signals)
-        record("student_kd_int8", res.model, res, lambda m: evaluate_student(m, ctx, "test"), True, "student_qat",
-               res.qat_state, ctx.s_spec)
+            signals = TeacherSignals(teacher, ctx)
+        res = qat_student(student_kd, ctx, env, log, signals, R.deadline("student_kd_int8"))
+        cpu_eval = lambda m: evaluate_student(m, ctx.on_cpu(), "test", full=True)  # noqa: E731
+        R.record("student_kd_int8", res.model, res, cpu_eval, True, "student_qat", res.qat_state, ctx.s_spec)
         if env.main:
-            metrics["student_kd_int8"]["params"] = metrics["student_kd"]["params"]
-            metrics["student_kd_int8"]["size_bytes"] = size_bytes(student_kd, int8=True, recipe=cfg.quant)
-            write_json(metrics_path, metrics)
+            R.metrics["student_kd_int8"]["params"] = R.metrics["student_kd"]["params"]
+            R.metrics["student_kd_int8"]["size_bytes"] = size_bytes(student_kd, int8=True, recipe=cfg.quant)
+            write_json(out / "metrics.json", R.metrics)
     if env.main:
-        log(format_table(metrics))
-        log(f"total {time.perf_counter() - t_start:.0f}s; wrote {out}")
+        log(format_table(R.metrics))
+        log(f"total {time.perf_counter() - R.t_start:.0f}s; wrote {out}")
     if env.world > 1:
         import torch.distributed as dist
 
         dist.barrier()
-    return metrics
+    return R.metrics

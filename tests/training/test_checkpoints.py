@@ -10,7 +10,9 @@ import torch
 from kdaliens.sdk import InputError
 from kdaliens.training.checkpoint import load_model
 from kdaliens.training.data import SplitConfig, load_prepared
-from kdaliens.training.loop import Context, evaluate_student, evaluate_teacher
+from kdaliens.training.loop import Context
+from kdaliens.training.student_loop import evaluate_student
+from kdaliens.training.teacher_loop import evaluate_teacher
 
 
 @pytest.mark.parametrize("name", ["teacher", "student_plain", "student_kd", "student_kd_int8"])

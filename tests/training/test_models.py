@@ -15,19 +15,16 @@ from kdaliens.training.batches import (
     teacher_windows,
     to_torch,
 )
-from kdaliens.training.config import tiny_config
+from kdaliens.training.config import merge, tiny_config
 from kdaliens.training.data import load_dataset, load_prepared
-from kdaliens.training.distill import DISTILLERS, DistillLoss
-from kdaliens.training.loop import (
-    Context,
-    _student_batch,
-    _StudentTrainModule,
-    _TeacherTrainModule,
-    teacher_signals,
-)
+from kdaliens.training.distill import DISTILLERS, DistillLoss, TeacherSignals
+from kdaliens.training.evaluation import request_scorer, teacher_scorer
+from kdaliens.training.loop import Context
 from kdaliens.training.models.layers import INTERACTION_BLOCKS, SEQUENCE_ENCODERS
 from kdaliens.training.models.student import StudentRanker
-from kdaliens.training.models.teacher import TeacherRanker
+from kdaliens.training.models.teacher import Teacher, TeacherRanker
+from kdaliens.training.student_loop import StudentObjective, student_batch
+from kdaliens.training.teacher_loop import TeacherObjective
 
 
 @pytest.fixture(scope="module")
@@ -41,26 +38,39 @@ def _grads_everywhere(module: torch.nn.Module) -> list[str]:
 
 def test_registries_hold_the_default_parts():
     assert "transformer" in SEQUENCE_ENCODERS and "alien" in INTERACTION_BLOCKS
-    assert {"logit", "click", "feature"} <= set(DISTILLERS)
+    assert {"logit", "click", "feature", "rd"} <= set(DISTILLERS)
 
 
-def test_teacher_windows_and_requests_smoke_and_gradients(ctx):
+def test_teacher_windows_train_every_target_once_with_context(ctx):
+    L, overlap = 20, 8
+    win = teacher_windows(ctx.prep, ctx.t_enc, L, ctx.train_end, overlap=overlap)
+    trained = win.target_event[win.target_event >= 0]
+    # Every training event but each user's first is a trained target, exactly once.
+    expected = sum(int(ctx.train_end[u] - ctx.prep.user_offsets[u]) - 1 for u in range(ctx.prep.n_users))
+    assert len(trained) == len(np.unique(trained)) == expected
+    # Context-only slots (at most `overlap`) come first; after them every slot trains.
+    for w in range(len(win)):
+        valid, train = win.arrays["win_mask"][w], win.arrays["tgt_train"][w]
+        first_real, first_train = int(np.argmax(valid)), int(np.argmax(train))
+        assert first_train - first_real <= overlap and train[first_train:].all()
+    # Users with more than a window of events get windows with a full `overlap` of context.
+    ctx_slots = (win.arrays["win_mask"] & ~win.arrays["tgt_train"]).sum(1)
+    assert (ctx_slots == overlap).sum() > 100
+
+
+def test_teacher_objective_smoke_and_gradients(ctx):
     torch.manual_seed(0)
     teacher = TeacherRanker(ctx.t_spec, ctx.cfg.teacher)
-    win = teacher_windows(ctx.prep, ctx.t_enc, ctx.cfg.teacher.history_len, ctx.train_end)
-    rows = np.arange(16)
-    b = to_torch(win.batch(rows)[0])
-    negs = ctx.prep.item_arrays
-    rows_neg = np.random.default_rng(0).integers(0, ctx.prep.n_items, size=b["win_mask"].shape + (3,))
-    b.update(to_torch({"neg_" + k: v[rows_neg] for k, v in negs.items()}))
-    inter, click = _TeacherTrainModule(teacher)(b, ctx.catalogue)
-    assert torch.isfinite(inter) and torch.isfinite(click)
-    (inter + click).backward()
-    # The whole teacher gets gradient, except position slots no window used and the
-    # output bias of the target-aware interaction term: it shifts every candidate's
-    # logit equally, and a softmax is blind to that (its gradient is zero up to rounding).
-    last = len(teacher.interaction_head) - 1
-    missing = [n for n in _grads_everywhere(teacher) if n not in ("pos_emb.weight", f"interaction_head.{last}.bias")]
+    win = teacher_windows(ctx.prep, ctx.t_enc, ctx.cfg.teacher.history_len, ctx.train_end, overlap=4)
+    arrays, _ = win.batch(np.arange(16))
+    P = int(arrays["tgt_train"].sum())
+    neg = torch.from_numpy(np.random.default_rng(0).integers(0, ctx.prep.n_items, size=(P, 3)))
+    sampled, catalogue, click = TeacherObjective(teacher, ctx)(to_torch(arrays), neg, torch.arange(ctx.prep.n_items))
+    assert all(torch.isfinite(t) for t in (sampled, catalogue, click))
+    (sampled + catalogue + click).backward()
+    # Everything gets gradient, except the output bias of the candidate-aware interaction
+    # term: it shifts every candidate's logit equally, and a softmax is blind to that.
+    missing = [n for n in _grads_everywhere(teacher) if n != "rank_out.2.0.bias"]
     assert not missing, missing
     teacher.eval()
     r = ctx.prep.rank["test"]
@@ -71,21 +81,62 @@ def test_teacher_windows_and_requests_smoke_and_gradients(ctx):
     assert torch.isfinite(out["interaction"]).all() and torch.isfinite(out["click"]).all()
     # The ALIEN block exposes which field pairs it attends to.
     att = teacher.interaction.last_attention
-    n_fields = len(ctx.t_spec.user_fields) + len(ctx.t_spec.item_fields) + 2
+    n_fields = len(ctx.t_spec.user_fields) + len(ctx.t_spec.item_fields) + 3
     assert att is not None and att.shape[-2:] == (n_fields, n_fields)
+
+
+def test_window_pass_scores_equal_request_scores(ctx):
+    """Evaluation and distillation read the teacher from one window pass; for histories
+    that fit a window it is exactly the served request path."""
+    cfg = merge(tiny_config(), None, ["teacher.history_len=64", "teacher.attn_len=16"])
+    c = Context(ctx.prep, cfg)
+    torch.manual_seed(0)
+    model = TeacherRanker(c.t_spec, cfg.teacher).eval()
+    r = ctx.prep.rank["test"]
+    rows = np.flatnonzero(r["n_past"] < 48)[:200]
+    a = teacher_scorer(model, c)(r, rows, r["items"][rows, :20], "interaction")
+    b = request_scorer(model, c)(r, rows, r["items"][rows, :20], "interaction")
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    d = ctx.prep.ctr["test"]
+    rows = np.flatnonzero(d["n_past"] < 48)[:300]
+    a = teacher_scorer(model, c)(d, rows, d["item"][rows, None], "click")
+    b = request_scorer(model, c)(d, rows, d["item"][rows, None], "click")
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_negatives_avoid_only_the_training_period(ctx):
+    s = NegativeSampler(ctx.prep, 0, ctx.train_end)
+    users = np.repeat(np.arange(ctx.prep.n_users), 50)
+    negs = s.sample(users, 20)
+    prep = ctx.prep
+    for u in range(0, prep.n_users, 50):
+        train_items = set(prep.ev_item[prep.user_offsets[u]:ctx.train_end[u]].tolist())
+        assert not train_items & set(negs[users == u].ravel().tolist())
+    # Items a user touches only later (validation/test) are fair negatives.
+    later = [(u, i) for u in range(prep.n_users)
+             for i in set(prep.ev_item[ctx.train_end[u]:prep.user_offsets[u + 1]].tolist())
+             - set(prep.ev_item[prep.user_offsets[u]:ctx.train_end[u]].tolist())]
+    uu, ii = np.array(later).T
+    assert not s.touched(uu, ii).any()
 
 
 def test_student_and_every_distill_loss_get_gradients(ctx):
     torch.manual_seed(0)
     student = StudentRanker(ctx.s_spec, ctx.cfg.student)
+    ctx.cfg.distill.rd_weight = 0.5  # every distiller on
     distill = DistillLoss(ctx.cfg.distill, ctx.cfg.student.dim, ctx.cfg.teacher.dim)
-    assert set(distill.parts) == {"logit", "click", "feature"}
-    sig = teacher_signals(TeacherRanker(ctx.t_spec, ctx.cfg.teacher), ctx)
-    assert sig.has.sum() > 0.9 * len(ctx.train_rows)
-    batch, events, cands = _student_batch(ctx, np.arange(64), NegativeSampler(ctx.prep, 0), 4, seed=0)
-    loss, logs = _StudentTrainModule(student, distill, ctx.cfg.train)(batch, sig.for_batch(events, cands), 1.0)
+    assert set(distill.parts) == {"logit", "click", "feature", "rd"}
+    sig = TeacherSignals(Teacher(ctx.t_spec, ctx.cfg.teacher), ctx)
+    assert int(sig.has.sum()) > 0.9 * len(ctx.train_rows)
+    batch, events, cands = student_batch(ctx, np.arange(64), NegativeSampler(ctx.prep, 0, ctx.train_end), 4, seed=0,
+                                         signals=sig)
+    H = ctx.cfg.distill.hard_negatives
+    assert cands.shape == (64, 1 + H + 4) and batch["cand_teacher_top"][:, 1:1 + H].all()
+    t = sig.for_batch(events, cands)
+    assert t["interaction"].shape == (64, 1 + H + 4) and t["click"].shape == (64, 1 + H)
+    loss, logs = StudentObjective(student, distill, ctx.cfg.train)(batch, t, 1.0)
     assert torch.isfinite(loss)
-    assert {"inter", "click", "logit", "feature"} <= set(logs)
+    assert {"inter", "click", "logit", "feature", "rd"} <= set(logs)
     loss.backward()
     assert not _grads_everywhere(student)
     assert not _grads_everywhere(distill)
@@ -137,11 +188,21 @@ def test_tiny_run_writes_the_run_directory(tiny_run):
     out, metrics = tiny_run
     assert set(metrics) == {"teacher", "student_plain", "student_kd", "student_kd_int8"}
     on_disk = json.loads((out / "metrics.json").read_text())
+    history = json.loads((out / "history.json").read_text())
     for name, m in on_disk.items():
         assert set(m["ctr"]) == {"auc", "gauc", "logloss"} and set(m["ranking"]) == {"hr@10", "ndcg@10"}
+        full = m["ranking_full"]
+        assert full["users"] == len(load_prepared("movielens-100k").rank["test"]["user"])
+        # Against the whole catalogue the same model ranks the target lower than against 100 samples.
+        assert 0 <= full["hr@10"] <= m["ranking"]["hr@10"] and 0 <= full["ndcg@10"] <= m["ranking"]["ndcg@10"]
+        rows = history[name]
+        assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1)) and rows
+        assert all(r["epoch_seconds"] > 0 and "val" in r for r in rows)
         assert 0.5 < m["ctr"]["auc"] < 1 and 0 < m["ranking"]["hr@10"] <= 1
         assert m["params"] > 0 and m["size_bytes"] > 0
         assert (out / f"{name}.pt").exists()
     assert on_disk["student_kd_int8"]["size_bytes"] < 0.5 * on_disk["student_kd"]["size_bytes"]
     for f in ("config.json", "spec.json", "teacher_spec.json", "history.json"):
         assert (out / f).exists()
+    # Epoch-based by default: no wall-clock budget recorded.
+    assert json.loads((out / "config.json").read_text())["train"]["max_minutes"] is None

@@ -1,14 +1,15 @@
-"""Distillation losses (composable, weighted from a DistillConfig)."""
+"""Distillation: the teacher's signals for training events, and composable losses."""
 
 from .losses import (
-           DISTILLERS,
-           ClickDistiller,
-           Distiller,
-           DistillLoss,
-           FeatureDistiller,
-           LogitDistiller,
-           register_distiller,
+    DISTILLERS,
+    ClickDistiller,
+    Distiller,
+    DistillLoss,
+    FeatureDistiller,
+    LogitDistiller,
+    register_distiller,
 )
+from .signals import TeacherSignals
 
 __all__ = ["DISTILLERS", "ClickDistiller", "DistillLoss", "Distiller", "FeatureDistiller", "LogitDistiller",
-           "register_distiller"]
+           "TeacherSignals", "register_distiller"]

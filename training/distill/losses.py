@@ -10,9 +10,13 @@ weight from the config the same way:
     class ContrastiveDistiller(Distiller): ...
 
 Teacher signals are a dict of tensors: ``interaction`` (B, N) teacher logits over the
-same candidates as the student, ``click`` (B,) the teacher's click logit for the
-positive, ``att`` (B, Dt) the teacher's user-interest vector after target attention,
-and ``kd_mask`` (B,) which rows have teacher signals.
+same candidates as the student (the event's item first, then the teacher's top-ranked
+unobserved items, then uniform negatives), ``click`` (B, Nc) the teacher's click
+logits for the first Nc candidates (the item and the teacher's top items), ``att``
+(B, Dt) the teacher's user-interest vector after attention for the item, ``kd_mask``
+(B,) which rows have teacher signals, ``rd_weight`` (B, N) the ranking-distillation
+weight of each soft positive (zero elsewhere) and ``uniform`` (B, N) which columns are
+uniform negatives.
 """
 
 from __future__ import annotations
@@ -69,14 +73,32 @@ class LogitDistiller(Distiller):
 
 @register_distiller("click")
 class ClickDistiller(Distiller):
-    """BCE of the student's click logit on the teacher's soft click label (positives)."""
+    """BCE of the student's click logits on the teacher's soft click labels (x T^2), for
+    the event's item (where it has a label) and the teacher's top items."""
 
     def forward(self, student, teacher, batch):
         T = self.cfg.temperature
-        soft = torch.sigmoid(teacher["click"] / T)
-        loss = F.binary_cross_entropy_with_logits(student["click"][:, 0] / T, soft, reduction="none")
-        mask = teacher["kd_mask"] & batch["has_label"]
+        t = teacher["click"]  # (B, Nc)
+        soft = torch.sigmoid(t / T)
+        loss = F.binary_cross_entropy_with_logits(student["click"][:, :t.shape[1]] / T, soft, reduction="none")
+        mask = teacher["kd_mask"][:, None].expand_as(t).clone()
+        mask[:, 0] &= batch["has_label"]
         return _masked_mean(loss, mask) * T * T
+
+
+@register_distiller("rd")
+class RankDistiller(Distiller):
+    """Ranking distillation (Tang & Wang, KDD 2018) as soft positives: each of the
+    teacher's top items should outrank the uniform negatives (BPR), weighted by its
+    rank in the teacher's list (``rd_weight``, rows summing to 1)."""
+
+    def forward(self, student, teacher, batch):
+        s = student["interaction"]  # (B, N)
+        w, uni = teacher["rd_weight"], teacher["uniform"].to(s.dtype)  # (B, N)
+        # softplus(s_j - s_h) for every soft positive h and uniform negative j: (B, N, N)
+        pair = F.softplus(s.unsqueeze(1) - s.unsqueeze(2))  # [b, h, j]
+        per_pos = (pair * uni.unsqueeze(1)).sum(-1) / uni.sum(-1, keepdim=True).clamp(min=1.0)  # (B, N)
+        return _masked_mean((w * per_pos).sum(-1), teacher["kd_mask"] & (w.sum(-1) > 0))
 
 
 @register_distiller("feature")
@@ -112,10 +134,10 @@ class DistillLoss(nn.Module):
                 self.weights[name] = w
 
     def forward(self, student, teacher, batch) -> tuple[torch.Tensor, dict[str, float]]:
-        total = torch.zeros((), dtype=torch.float32)
+        total = torch.zeros((), dtype=torch.float32, device=student["interaction"].device)
         logs: dict[str, float] = {}
         for name, part in self.parts.items():
             v = self.weights[name] * part(student, teacher, batch)
             total = total + v
-            logs[name] = float(v.detach())
+            logs[name] = v.detach()
         return total, logs

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kdaliens.sdk.features import FeatureSpec, Field, MultiField
@@ -36,9 +37,15 @@ def register_interaction_block(name: str) -> Callable[[type], type]:
 
 
 class SequenceEncoder(nn.Module):
-    """Interface: ``forward(x (B, L, D), mask (B, L) bool, causal) -> (B, L, D)``."""
+    """Interface: ``forward(x (B, L, D), mask (B, L) bool, causal, **context) -> (B, L, D)``.
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, causal: bool) -> torch.Tensor:  # pragma: no cover
+    Built as ``cls(dim, layers, heads, dropout)``. ``context`` may carry what an encoder
+    needs beyond the sequence (target-item vectors, explicit-feedback tokens); every
+    encoder must also run without it.
+    """
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, causal: bool,
+                **context: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -56,10 +63,15 @@ class FieldEmbedding(nn.Module):
 
     ``forward(arrays)`` takes a dict of id tensors keyed by ``prefix + field.name``, of shape
     ``S`` (or ``S + (max_len,)`` for multi fields), and returns ``S + (F, D)``.
+
+    ``bags=True`` pools multi fields with ``embedding_bag`` (no (…, W, D) intermediate;
+    the server-side teacher uses it). The device student keeps the plain lookup, which
+    every export target lowers.
     """
 
-    def __init__(self, fields: Sequence[Field], dim: int, prefix: str = ""):
+    def __init__(self, fields: Sequence[Field], dim: int, prefix: str = "", bags: bool = False):
         super().__init__()
+        self.bags = bags
         self.names = [f.name for f in fields]
         self.multi = [isinstance(f, MultiField) for f in fields]
         self.prefix = prefix
@@ -70,6 +82,11 @@ class FieldEmbedding(nn.Module):
                 t.weight[0].zero_()
 
     def embed_field(self, i: int, ids: torch.Tensor) -> torch.Tensor:
+        if self.multi[i] and self.bags:
+            # Mean over real tokens (padding_idx is left out of the mean); all-padding rows are zero.
+            w = self.tables[i].weight
+            flat = F.embedding_bag(ids.reshape(-1, ids.shape[-1]), w, mode="mean", padding_idx=0)
+            return flat.view(ids.shape[:-1] + (w.shape[1],))
         e = self.tables[i](ids)
         if self.multi[i]:
             # (..., W, D) -> (..., D): mean over real tokens; all-padding rows stay zero.

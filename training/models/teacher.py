@@ -1,34 +1,48 @@
 """The KD-ALIENS teacher (model code only; training lives in ``kdaliens.training.loop``).
 
-TeacherRanker = field embeddings + ALIEN interaction block + sequence encoder over a
-long history + target attention + MLP head. It has two outputs per (history, item):
+TeacherRanker = field embeddings + sequence encoder over a long history + candidate
+attention over the newest events + ALIEN interaction block + two heads. It holds every
+path the device student has, wider and over a longer history, plus the KD-ALIENS parts:
 
-* an *interaction* logit: will the user interact with this item next? A two-tower part,
-  ``state . item_vector + bias``, trained SASRec-style with a softmax over the whole
-  catalogue at every history position, plus a target-aware part (target attention from
-  the item over the history, then a small MLP) trained with a softmax over the target
-  and sampled unobserved items. This is what ranks items against ones the user never
-  touched;
-* a *click* logit: given an interaction, is it a click (rating >= 4)? Computed by target
-  attention from the item over the encoded history, then the ALIEN block over the user's
-  fields, the item's fields, the attention output and the sequence state, then an MLP.
+* **history**: each event is its item vector plus its event token (the rating, for
+  explicit data) and the time since the previous event. A causal sequence encoder
+  (the ``transformer`` by default: self-attention with ALiBi distance penalties) turns
+  the last ``history_len`` events into contextual states;
+* **user side**, per query position: the user's fields, the mean of the history so far,
+  the newest event, the newest contextual state and the query gap (time from the
+  newest event to the request) go through one projection into a user vector ``u``;
+* **candidate side**, per candidate ``c`` (its item vector ``v``): dot attention from
+  ``v`` over the newest ``attn_len`` raw events (with their rating tokens and a recency
+  embedding), as the student does, and learned attention over the same events'
+  contextual states;
+* **interaction** logit (will the user interact with ``c`` next; ranks any item):
+  ``v . u + bias(c) + MLP([v, a_raw, v*a_raw, a_ctx, v*a_ctx, u])``;
+* **click** logit (given an interaction, is it a click): the ALIEN block (multi-head
+  self-attention across fields) over the user's fields, the candidate's fields and the
+  ``a_raw``, ``a_ctx`` and ``u`` vectors, then an MLP.
 
-Two ways in:
-* :meth:`forward_windows` runs a causal pass over time-ordered, left-padded event windows
-  and scores every position's next event at once (training, and soft labels for the
-  student);
-* :meth:`forward` scores candidates against one history per request (evaluation).
+Two ways in, computing the same function:
+
+* :meth:`TeacherRanker.encode_windows` runs one causal pass over time-ordered,
+  left-padded event windows (attention once per window) and gives every position's
+  user vector and attention bands; the loop scores each position's target and
+  sampled items from them;
+* :meth:`TeacherRanker.forward` scores candidates against one history per request.
+
+:class:`Teacher` is what a run ships: the network snapshot with the best validation
+NDCG@10 answers ``interaction``, the one with the best validation AUC answers
+``click``; with ``ensemble`` > 1 it averages several such pairs.
 
 History inputs (from the SDK's encoder): ``hist_<item field>``, ``hist_event``,
 ``hist_gap`` (time since the previous event, bucketized with the spec's time-gap
-buckets) and ``hist_mask``, plus ``query_gap`` (B,), the time from the newest event to
-the request. Windows use the ``win_`` prefix for the same arrays and ``tgt_gap`` for
-each target's query gap.
+buckets) and ``hist_mask``, plus ``query_gap`` (B,). Windows use the ``win_`` prefix
+for the same arrays and ``tgt_gap`` for each target's query gap.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -45,7 +59,7 @@ class ItemTower(nn.Module):
 
     def __init__(self, spec: FeatureSpec, dim: int):
         super().__init__()
-        self.fields = FieldEmbedding(list(spec.item_fields), dim)
+        self.fields = FieldEmbedding(list(spec.item_fields), dim, bags=True)
         self.n_fields = len(spec.item_fields)
         self.proj = nn.Linear(self.n_fields * dim, dim)
 
@@ -54,26 +68,54 @@ class ItemTower(nn.Module):
         return f, self.proj(f.flatten(-2))  # (..., D)
 
 
-class TargetAttention(nn.Module):
-    """Single-head attention from item queries over encoded history states."""
+def last_band(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, L, ...) -> (B, k, ...): the newest k slots, left-padded with zeros."""
+    L = x.shape[1]
+    if L >= k:
+        return x[:, L - k:]
+    return torch.cat([x.new_zeros((x.shape[0], k - L) + x.shape[2:]), x], dim=1)
 
-    def __init__(self, dim: int):
-        super().__init__()
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.scale = 1.0 / math.sqrt(dim)
 
-    def forward(self, query: torch.Tensor, states: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        # query (B, Q, D), states (B, L, D), allowed (B, Q, L) bool -> (B, Q, D)
-        s = torch.bmm(self.q(query), self.k(states).transpose(1, 2)) * self.scale  # (B, Q, L)
-        s = s.masked_fill(~allowed, -1e4)
-        w = torch.softmax(s, dim=-1) * allowed.to(s.dtype)
-        return torch.bmm(w, self.v(states))
+@dataclass
+class Bands:
+    """What candidates attend to at N query positions: the newest ``k`` events.
+
+    ``raw`` (N, k, D) event vectors (with recency added by the scorer), ``key`` and
+    ``value`` (N, k, D) projections of their contextual states, ``mask`` (N, k) bool.
+    """
+
+    raw: torch.Tensor
+    key: torch.Tensor
+    value: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass
+class WindowPass:
+    """One causal pass over windows (B, L): per-slot tensors for scoring any position."""
+
+    raw: torch.Tensor  # (B, L, D) event vectors
+    key: torch.Tensor  # (B, L, D)
+    value: torch.Tensor  # (B, L, D)
+    user: torch.Tensor  # (B, L, D) user vector at each slot (query = that slot's target)
+    states: torch.Tensor  # (B, L, D) contextual states
+    user_fields: torch.Tensor | None  # (B, Fu, D)
+    mask: torch.Tensor  # (B, L)
+
+    def bands(self, k: int, sel: torch.Tensor) -> Bands:
+        """Bands of the selected slots (``sel``: (B, L) bool) -> (P, k, ...), in one gather."""
+        B, L, D = self.raw.shape
+        joint = torch.cat([self.raw, self.key, self.value, self.mask.unsqueeze(-1).to(self.raw.dtype)], -1)
+        flat = torch.cat([joint.new_zeros(B, k - 1, joint.shape[-1]), joint], 1).flatten(0, 1)  # (B*(L+k-1), F)
+        b, j = sel.nonzero(as_tuple=True)  # (P,) window and slot of each selected query
+        idx = (b * (L + k - 1) + j)[:, None] + torch.arange(k, device=sel.device)  # (P, k), padded coordinates
+        g = flat.index_select(0, idx.flatten()).view(len(b), k, -1)  # (P, k, 3D + 1)
+        raw, key, value, mask = g.split([D, D, D, 1], dim=-1)  # split's backward concatenates: no zero fills
+        return Bands(raw=raw, key=key, value=value, mask=mask.squeeze(-1) > 0.5)
 
 
 class TeacherRanker(nn.Module):
-    """KD-ALIENS teacher. See the module docstring for inputs and outputs."""
+    """One KD-ALIENS teacher network. See the module docstring for inputs and outputs."""
 
     def __init__(self, spec: FeatureSpec, cfg: TeacherConfig):
         super().__init__()
@@ -85,27 +127,33 @@ class TeacherRanker(nn.Module):
         self.cfg = cfg
         self.spec = spec
         self.L = cfg.history_len
+        self.k = min(cfg.attn_len, cfg.history_len)
         self.items = ItemTower(spec, d)
         self.hist_fields = [f.name for f in history_fields_of(spec)]
-        self.users = FieldEmbedding(list(spec.user_fields), d) if spec.user_fields else None
+        self.users = FieldEmbedding(list(spec.user_fields), d, bags=True) if spec.user_fields else None
         self.event_emb = nn.Embedding(spec.event_field.cardinality, d, padding_idx=0)
         self.gap_emb = nn.Embedding(spec.time_gap_field.cardinality, d, padding_idx=0)
-        # Time between the newest history event and the request ("now"): the same
-        # buckets, its own table. It tells a burst from a return after months.
         self.query_gap_emb = nn.Embedding(spec.time_gap_field.cardinality, d, padding_idx=0)
-        self.pos_emb = nn.Embedding(self.L, d)
+        self.recency = nn.Embedding(self.k, d)
+        nn.init.normal_(self.recency.weight, std=0.02)
         self.in_norm = nn.LayerNorm(d)
         self.drop = nn.Dropout(cfg.dropout)
         self.sequence = SEQUENCE_ENCODERS[cfg.seq_encoder](d, cfg.seq_layers, cfg.seq_heads, cfg.dropout)
-        self.target_attention = TargetAttention(d)
-        self.interaction = INTERACTION_BLOCKS[cfg.interaction](d, cfg.alien_layers, cfg.alien_heads, cfg.dropout)
-        n_fields = len(spec.user_fields) + len(spec.item_fields) + 2
-        self.click_head = MLP(n_fields * d, cfg.mlp, 1, cfg.dropout)
+        n_user_parts = 5 if self.users is not None else 4
+        self.user_proj = nn.Linear(n_user_parts * d, d)
+        self.ctx_q, self.ctx_k, self.ctx_v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        # Candidate-aware part of the interaction logit; the user's share of its first
+        # layer is computed once per query, not once per candidate.
+        hidden = cfg.rank_mlp[0] if cfg.rank_mlp else d
+        self.rank_in = nn.Linear(5 * d, hidden)
+        self.rank_user = nn.Linear(d, hidden, bias=False)
+        self.rank_out = nn.Sequential(nn.ReLU(), nn.Dropout(cfg.dropout), MLP(hidden, cfg.rank_mlp[1:], 1, cfg.dropout))
         self.item_bias = nn.Embedding(spec.item_field(spec.item_id_field).cardinality, 1)
         nn.init.zeros_(self.item_bias.weight)
-        # Target-aware part of the interaction logit (DIN-style): the item against what
-        # target attention found in the history.
-        self.interaction_head = MLP(4 * d, (d,), 1, cfg.dropout)
+        self.interaction = INTERACTION_BLOCKS[cfg.interaction](d, cfg.alien_layers, cfg.alien_heads, cfg.dropout)
+        n_fields = len(spec.user_fields) + len(spec.item_fields) + 3
+        self.click_head = MLP(n_fields * d, cfg.mlp, 1, cfg.dropout)
+        self.scale = 1.0 / math.sqrt(d)
 
     # -------------------------------------------------------------------- parts
     def item_vectors(self, arrays: dict[str, torch.Tensor], prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,104 +163,116 @@ class TeacherRanker(nn.Module):
     def item_logit_bias(self, arrays: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
         return self.item_bias(arrays[prefix + self.spec.item_id_field]).squeeze(-1)
 
-    def encode_history(self, arrays: dict[str, torch.Tensor], prefix: str, causal: bool) -> torch.Tensor:
-        """Event windows (B, L) -> contextual states (B, L, D)."""
+    def user_fields(self, arrays: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """(B, Fu, D) embeddings of the user's fields (None for data without user attributes)."""
+        return self.users(arrays, "user_") if self.users is not None else None
+
+    def encode_events(self, arrays: dict[str, torch.Tensor], prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """History (B, L) -> raw event vectors (B, L, D) and contextual states (B, L, D)."""
         mask = arrays[prefix + "mask"]
-        sub = {n: arrays[prefix + n] for n in self.hist_fields}
-        _, ev = self.items(sub, "")  # (B, L, D)
-        L = mask.shape[1]
-        pos = torch.arange(self.L - L, self.L, device=mask.device)
-        x = ev + self.event_emb(arrays[prefix + "event"]) + self.gap_emb(arrays[prefix + "gap"]) + self.pos_emb(pos)
-        x = self.drop(self.in_norm(x)) * mask.unsqueeze(-1).to(x.dtype)
-        return self.sequence(x, mask, causal)
+        m = mask.unsqueeze(-1).to(torch.float32)
+        _, iv = self.items({n: arrays[prefix + n] for n in self.hist_fields}, "")  # (B, L, D)
+        raw = (iv + self.event_emb(arrays[prefix + "event"]) + self.gap_emb(arrays[prefix + "gap"])) * m
+        x = self.drop(self.in_norm(raw)) * m
+        return raw, self.sequence(x, mask, True)
 
-    def click_logits(self, users: dict[str, torch.Tensor] | None, item_fields: torch.Tensor, item_vec: torch.Tensor,
-                     states: torch.Tensor, state_q: torch.Tensor, allowed: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Click logits (B, Q) and the attention output (B, Q, D) for Q items per row.
+    def user_vectors(self, raw: torch.Tensor, states: torch.Tensor, mask: torch.Tensor, query_gap: torch.Tensor,
+                     user_fields: torch.Tensor | None) -> torch.Tensor:
+        """User vector at every slot (B, L, D): fields, running mean, newest event, state, query gap."""
+        m = mask.unsqueeze(-1).to(raw.dtype)
+        mean = (raw * m).cumsum(1) / m.cumsum(1).clamp(min=1.0)  # (B, L, D)
+        parts = [mean, raw, states, self.query_gap_emb(query_gap)]
+        if user_fields is not None:
+            parts.insert(0, user_fields.sum(1, keepdim=True).expand_as(raw))
+        return self.user_proj(torch.cat(parts, dim=-1))
 
-        item_fields (B, Q, Fi, D), item_vec (B, Q, D), states (B, L, D), state_q (B, Q, D)
-        (the sequence state each query is made at), allowed (B, Q, L).
-        """
-        B, Q, _ = item_vec.shape
-        att = self.target_attention(item_vec, states, allowed)  # (B, Q, D)
-        parts = [item_fields, att.unsqueeze(2), state_q.unsqueeze(2)]
-        if self.users is not None and users is not None:
-            u = self.users(users, "user_")  # (B, Fu, D)
-            parts.insert(0, u.unsqueeze(1).expand(B, Q, u.shape[1], u.shape[2]))
-        fields = torch.cat(parts, dim=2)  # (B, Q, F, D)
-        z = self.interaction(fields.flatten(0, 1))  # (B*Q, F, D)
-        logit = self.click_head(z.flatten(1)).view(B, Q)
-        return logit, att
+    def encode_windows(self, batch: dict[str, torch.Tensor]) -> WindowPass:
+        """Causal pass over windows ``win_*`` (B, L); slot j's query is ``tgt_*`` at j."""
+        raw, states = self.encode_events(batch, "win_")
+        uf = self.user_fields(batch)
+        user = self.user_vectors(raw, states, batch["win_mask"], batch["tgt_gap"], uf)
+        return WindowPass(raw=raw, key=self.ctx_k(states), value=self.ctx_v(states), user=user, states=states,
+                          user_fields=uf, mask=batch["win_mask"])
 
-    def interaction_logits(self, item_vec: torch.Tensor, item_bias: torch.Tensor, states: torch.Tensor,
-                           state_q: torch.Tensor, allowed: torch.Tensor
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Interaction logits (B, Q) = two-tower ``state . item`` + bias + target-aware term.
+    def attend(self, cand: torch.Tensor, bands: Bands) -> tuple[torch.Tensor, torch.Tensor]:
+        """Candidate attention (N, C, D) over bands (N, k, D) -> a_raw, a_ctx (N, C, D)."""
+        k = bands.mask.shape[-1]
+        rec = self.recency.weight[:k].flip(0)  # slot t of a band is k-1-t events before the query
+        raw = bands.raw + rec * bands.mask.unsqueeze(-1).to(cand.dtype)
+        blocked = ~bands.mask.unsqueeze(1)  # (N, 1, k)
+        s = torch.bmm(cand, raw.transpose(1, 2)) * self.scale  # (N, C, k)
+        a_raw = torch.bmm(torch.softmax(s.masked_fill(blocked, -1e4), -1) * (~blocked), raw)
+        s = torch.bmm(self.ctx_q(cand), bands.key.transpose(1, 2)) * self.scale
+        a_ctx = torch.bmm(torch.softmax(s.masked_fill(blocked, -1e4), -1) * (~blocked), bands.value)
+        return a_raw, a_ctx
 
-        item_vec (B, Q, D), item_bias (B, Q), states (B, L, D), state_q (B, Q, D),
-        allowed (B, Q, L). Also returns the attention output (B, Q, D).
-        """
-        att = self.target_attention(item_vec, states, allowed)  # (B, Q, D)
-        aware = self.interaction_head(torch.cat([item_vec, att, item_vec * att, state_q], dim=-1)).squeeze(-1)
-        return (item_vec * state_q).sum(-1) + item_bias + aware, att
+    def interaction_logits(self, v: torch.Tensor, bias: torch.Tensor, user: torch.Tensor, a_raw: torch.Tensor,
+                           a_ctx: torch.Tensor) -> torch.Tensor:
+        """v (N, C, D), bias (N, C), user (N, D), attention outputs (N, C, D) -> (N, C)."""
+        x = torch.cat([v, a_raw, v * a_raw, a_ctx, v * a_ctx], dim=-1)  # (N, C, 5D)
+        h = self.rank_in(x) + self.rank_user(user).unsqueeze(1)  # (N, C, H)
+        dot = torch.bmm(v, user.unsqueeze(-1)).squeeze(-1)  # (N, C)
+        return dot + bias + self.rank_out(h).squeeze(-1)
 
-    def query_state(self, state: torch.Tensor, query_gap: torch.Tensor) -> torch.Tensor:
-        """The state a request is scored from: the sequence state plus the query gap."""
-        return state + self.query_gap_emb(query_gap)
+    def click_logits(self, fields: torch.Tensor, user_fields: torch.Tensor | None, user: torch.Tensor,
+                     a_raw: torch.Tensor, a_ctx: torch.Tensor) -> torch.Tensor:
+        """Candidate fields (N, C, Fi, D), user fields (N, Fu, D), user (N, D), a_* (N, C, D) -> (N, C)."""
+        N, C = fields.shape[:2]
+        parts = [fields, a_raw.unsqueeze(2), a_ctx.unsqueeze(2), user[:, None, None].expand(N, C, 1, -1)]
+        if user_fields is not None:
+            parts.insert(0, user_fields.unsqueeze(1).expand(N, C, -1, -1))
+        z = self.interaction(torch.cat(parts, dim=2).flatten(0, 1))  # (N*C, F, D)
+        return self.click_head(z.flatten(1)).view(N, C)
 
-    # -------------------------------------------------------------------- entry points
-    def forward_windows(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Causal pass over windows; position p's next event is ``tgt_*`` at p.
-
-        With ``neg_*`` arrays (B, L, K): K sampled unobserved items per position.
-
-        Returns ``states`` (B, L, D), ``click`` (B, L) logits for the targets, ``att``
-        (B, L, D) (the user-interest vectors after target attention) and, with
-        negatives, ``sampled`` (B, L, 1 + K) interaction logits (target first).
-        """
-        states = self.encode_history(batch, "win_", causal=True)  # (B, L, D)
-        tf, tv = self.item_vectors(batch, "tgt_")  # (B, L, Fi, D), (B, L, D)
-        B, L, D = states.shape
-        causal = torch.tril(torch.ones(L, L, dtype=torch.bool, device=states.device))
-        allowed = causal.unsqueeze(0) & batch["win_mask"].unsqueeze(1)  # (B, L, L)
-        users = {k: v for k, v in batch.items() if k.startswith("user_")}
-        query = self.query_state(states, batch["tgt_gap"])  # (B, L, D)
-        click, att = self.click_logits(users, tf, tv, states, query, allowed)
-        out = {"states": states, "query": query, "click": click, "att": att}
-        if "neg_" + self.spec.item_id_field in batch:
-            _, nv = self.item_vectors(batch, "neg_")  # (B, L, K, D)
-            K = nv.shape[2]
-            items = torch.cat([tv.unsqueeze(2), nv], dim=2).reshape(B, L * (1 + K), D)
-            bias = torch.cat([self.item_logit_bias(batch, "tgt_").unsqueeze(2),
-                              self.item_logit_bias(batch, "neg_")], dim=2).reshape(B, L * (1 + K))
-            rep = lambda t: t.repeat_interleave(1 + K, dim=1)  # noqa: E731  (B, L, ...) -> (B, L*(1+K), ...)
-            logits, _ = self.interaction_logits(items, bias, states, rep(query), rep(allowed))
-            out["sampled"] = logits.view(B, L, 1 + K)
-        return out
+    # -------------------------------------------------------------------- requests
+    def request_bands(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Bands, torch.Tensor | None]:
+        """One history per row (``hist_*``, (B, L), newest last) -> user (B, D), bands, user fields."""
+        raw, states = self.encode_events(batch, "hist_")
+        mask = batch["hist_mask"]
+        uf = self.user_fields(batch)
+        qg = batch["query_gap"].unsqueeze(1).expand_as(mask)
+        user = self.user_vectors(raw, states, mask, qg, uf)[:, -1]  # the newest slot is the query's
+        k = min(self.k, mask.shape[1])
+        bands = Bands(raw=last_band(raw, k), key=last_band(self.ctx_k(states), k),
+                      value=last_band(self.ctx_v(states), k), mask=last_band(mask, k))
+        return user, bands, uf
 
     def forward(self, batch: dict[str, torch.Tensor], with_click: bool = True) -> dict[str, torch.Tensor]:
         """Score ``cand_*`` (B, N) against one history per row (``hist_*``, (B, L)).
 
-        Returns ``interaction`` (B, N) and ``click`` (B, N) logits, ``state`` (B, D)
-        and ``att`` (B, N, D). ``with_click=False`` skips the click head (ranking only).
+        Returns ``interaction`` (B, N) and, unless ``with_click=False``, ``click`` (B, N)
+        logits, plus ``user`` (B, D) and ``att`` (B, N, D) (raw candidate attention).
         """
-        # Causal, as in training: the last slot's state is then the same function of the
-        # history as every training position's state.
-        states = self.encode_history(batch, "hist_", causal=True)  # (B, L, D)
-        return self.score_with_states(batch, states, batch["hist_mask"], with_click)
-
-    def score_with_states(self, batch: dict[str, torch.Tensor], states: torch.Tensor, mask: torch.Tensor,
-                          with_click: bool = True) -> dict[str, torch.Tensor]:
-        """Score ``cand_*`` given already-encoded history states (B, L, D), newest last."""
-        state = self.query_state(states[:, -1], batch["query_gap"])  # (B, D)
+        user, bands, uf = self.request_bands(batch)
         cf, cv = self.item_vectors(batch, "cand_")  # (B, N, Fi, D), (B, N, D)
-        B, N = cv.shape[:2]
-        allowed = mask.unsqueeze(1).expand(B, N, -1)
-        state_q = state.unsqueeze(1).expand(B, N, -1)
-        interaction, _ = self.interaction_logits(cv, self.item_logit_bias(batch, "cand_"), states, state_q, allowed)
-        if not with_click:
-            return {"interaction": interaction, "state": state}
-        users = {k: v for k, v in batch.items() if k.startswith("user_")}
-        click, att = self.click_logits(users, cf, cv, states, state_q, allowed)
-        return {"interaction": interaction, "click": click, "state": state, "att": att}
+        a_raw, a_ctx = self.attend(cv, bands)
+        out = {"interaction": self.interaction_logits(cv, self.item_logit_bias(batch, "cand_"), user, a_raw, a_ctx),
+               "user": user, "att": a_raw}
+        if with_click:
+            out["click"] = self.click_logits(cf, uf, user, a_raw, a_ctx)
+        return out
+
+
+class Teacher(nn.Module):
+    """What a run ships: per member, the ranking snapshot and the click snapshot.
+
+    ``rank[i]`` is member i at its best validation NDCG@10, ``click[i]`` at its best
+    validation AUC. ``interaction`` is the mean of the ranking snapshots' logits,
+    ``click`` the mean of the click snapshots'.
+    """
+
+    def __init__(self, spec: FeatureSpec, cfg: TeacherConfig):
+        super().__init__()
+        self.spec = spec
+        self.cfg = cfg
+        n = max(1, int(cfg.ensemble))
+        self.rank = nn.ModuleList(TeacherRanker(spec, cfg) for _ in range(n))
+        self.click = nn.ModuleList(TeacherRanker(spec, cfg) for _ in range(n))
+
+    def forward(self, batch: dict[str, torch.Tensor], with_click: bool = True) -> dict[str, torch.Tensor]:
+        outs = [m(batch, with_click=False) for m in self.rank]
+        res = {"interaction": torch.stack([o["interaction"] for o in outs]).mean(0),
+               "user": outs[0]["user"], "att": outs[0]["att"]}
+        if with_click:
+            res["click"] = torch.stack([m(batch)["click"] for m in self.click]).mean(0)
+        return res

@@ -1,0 +1,149 @@
+"""Training the KD-ALIENS teacher on causal windows of each user's events.
+
+One causal pass per window gives every position's user vector and attention bands
+(:meth:`TeacherRanker.encode_windows`); each trained position then scores its target
+and ``teacher_negatives`` items the user did not touch in the training period. The
+objective per position:
+
+* a softmax over the target and the sampled items, on the full interaction logit
+  (what the ranking metrics measure);
+* ``teacher_catalogue_weight`` x a softmax over the catalogue (or a shared sample of
+  ``teacher_catalogue_items`` items) on the two-tower part ``u . v + bias``;
+* BCE of the click head on the target, where it has a click label.
+
+The ALIEN click head runs on the target only, not on the sampled items: field
+interactions are paid for once per position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .batches import NegativeSampler, teacher_windows
+from .evaluation import evaluate, teacher_scorer
+from .loop import Context, DistEnv, FitResult, FitSpec, Log, Track, fit, set_seed
+from .models.teacher import Teacher, TeacherRanker
+
+
+class TeacherObjective(nn.Module):
+    """The teacher's training losses in one forward (so DDP syncs every part)."""
+
+    def __init__(self, teacher: TeacherRanker, ctx: Context):
+        super().__init__()
+        self.teacher = teacher
+        self.ctx = ctx
+
+    def forward(self, batch: dict[str, torch.Tensor], neg_rows: torch.Tensor, cat_rows: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        m, ctx = self.teacher, self.ctx
+        wp = m.encode_windows(batch)
+        sel = batch["tgt_train"]  # (B, L) slots that train their target
+        user = wp.user[sel]  # (P, D)
+        tgt = batch["tgt_row"][sel]  # (P,)
+        t_arrays, n_arrays = ctx.items_at(tgt, "c_"), ctx.items_at(neg_rows, "c_")
+        tf, tv = m.item_vectors(t_arrays, "c_")  # (P, Fi, D), (P, D)
+        _, nv = m.item_vectors(n_arrays, "c_")  # (P, K, D)
+        cv = torch.cat([tv[:, None], nv], dim=1)  # (P, 1 + K, D), target first
+        bias = torch.cat([m.item_logit_bias(t_arrays, "c_")[:, None], m.item_logit_bias(n_arrays, "c_")], dim=1)
+        a_raw, a_ctx = m.attend(cv, wp.bands(min(m.k, sel.shape[1]), sel))
+        logits = m.interaction_logits(cv, bias, user, a_raw, a_ctx)
+        zeros = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
+        sampled = F.cross_entropy(logits, zeros)
+        catalogue = self._catalogue_ce(user, tv, bias[:, 0], tgt, cat_rows)
+        lab = batch["tgt_has_label"][sel]
+        if lab.any():
+            uf = wp.user_fields[sel.nonzero()[:, 0]][lab] if wp.user_fields is not None else None
+            a_r, a_c = a_raw.unbind(1)[0], a_ctx.unbind(1)[0]  # the target's (unbind: no zero-filled grads)
+            click = m.click_logits(tf[lab, None], uf, user[lab], a_r[lab, None], a_c[lab, None])[:, 0]
+            click_loss = F.binary_cross_entropy_with_logits(click, batch["tgt_label"][sel][lab])
+        else:
+            click_loss = logits.sum() * 0.0
+        return sampled, catalogue, click_loss
+
+    def _catalogue_ce(self, user: torch.Tensor, v_tgt: torch.Tensor, b_tgt: torch.Tensor, tgt: torch.Tensor,
+                      cat_rows: torch.Tensor | None) -> torch.Tensor:
+        """Softmax of the two-tower logit over the catalogue (or a shared sample of it)."""
+        m, ctx = self.teacher, self.ctx
+        if cat_rows is None:
+            return user.sum() * 0.0
+        arrays = ctx.items_at(cat_rows, "s_")
+        _, vec = m.item_vectors(arrays, "s_")  # (S, D)
+        neg = user @ vec.T + m.item_logit_bias(arrays, "s_")  # (P, S)
+        neg = neg.masked_fill(cat_rows[None, :] == tgt[:, None], float("-inf"))  # the target is column 0
+        pos = (user * v_tgt).sum(-1) + b_tgt
+        logits = torch.cat([pos[:, None], neg], dim=1)
+        return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+
+
+def train_teacher(ctx: Context, env: DistEnv, log: Log, deadline: float | None = None) -> FitResult:
+    """Train ``cfg.teacher.ensemble`` networks; returns a :class:`Teacher` in ``res.model``."""
+    cfg = ctx.cfg
+    teacher = Teacher(ctx.t_spec, cfg.teacher)
+    results = []
+    for i in range(len(teacher.rank)):
+        name = "teacher" if len(teacher.rank) == 1 else f"teacher[{i}]"
+        res = _train_member(ctx, env, log, deadline, seed=cfg.train.seed + 1000 * i, name=name)
+        teacher.rank[i].load_state_dict(res.best_states.get("rank", res.model.state_dict()))
+        teacher.click[i].load_state_dict(res.best_states.get("click", teacher.rank[i].state_dict()))
+        for row in res.history:
+            row["member"] = i
+        results.append(res)
+    teacher.to(ctx.device).eval()
+    first = results[0]
+    return FitResult(model=teacher, epochs=sum(r.epochs for r in results), best_epoch=first.best_epoch,
+                     seconds=sum(r.seconds for r in results), history=[h for r in results for h in r.history],
+                     best_epochs=first.best_epochs)
+
+
+def _train_member(ctx: Context, env: DistEnv, log: Log, deadline: float | None, seed: int, name: str
+                  ) -> FitResult:
+    cfg, tw = ctx.cfg, ctx.cfg.train
+    set_seed(seed)
+    model = TeacherRanker(ctx.t_spec, cfg.teacher).to(ctx.device)
+    win = teacher_windows(ctx.prep, ctx.t_enc, cfg.teacher.history_len, ctx.train_end,
+                          overlap=min(cfg.teacher.attn_len, cfg.teacher.history_len // 2))
+    objective = TeacherObjective(model, ctx)
+    rng = np.random.default_rng(seed)
+    negs = NegativeSampler(ctx.prep, seed + 7 + env.rank, ctx.train_end)
+    n_items = ctx.prep.n_items
+    use_cat = tw.teacher_catalogue_weight > 0
+    full_cat = torch.arange(n_items, device=ctx.device) if n_items <= tw.teacher_catalogue_items else None
+
+    def steps(wrapped: nn.Module, epoch: int) -> Iterator[tuple[torch.Tensor, dict]]:
+        for rows in win.batches(tw.teacher_batch, rng, rank=env.rank, world=env.world):
+            arrays, _ = win.batch(rows)
+            per_window = arrays["tgt_train"].sum(1)
+            users = np.repeat(win.users[rows], per_window)
+            neg = negs.sample(users, tw.teacher_negatives)
+            cat = None
+            if use_cat:
+                cat = full_cat if full_cat is not None else torch.from_numpy(
+                    rng.choice(n_items, size=tw.teacher_catalogue_items, replace=False)).to(ctx.device)
+            sampled, catalogue, click = wrapped(ctx.tensors(arrays), torch.from_numpy(neg).to(ctx.device), cat)
+            loss = (tw.interaction_weight * (sampled + tw.teacher_catalogue_weight * catalogue)
+                    + tw.click_weight * click)
+            yield loss, {"inter": sampled.detach(), "cat": catalogue.detach(), "click": click.detach()}
+
+    n = len(win.batches(tw.teacher_batch, None, env.rank, env.world))
+    tracks = [Track("rank", lambda v: v["ranking"]["ndcg@10"])]
+    if not ctx.prep.implicit:
+        tracks.append(Track("click", lambda v: v["ctr"]["auc"]))
+    spec = FitSpec(name=name, epochs=tw.epochs, patience=tw.teacher_patience, lr=tw.teacher_lr,
+                   weight_decay=tw.weight_decay, n_batches=n,
+                   evaluate=lambda m: evaluate(teacher_scorer(m.teacher, ctx), ctx, "val"), tracks=tracks,
+                   deadline=deadline)
+    res = fit(objective, spec, steps, env, log)
+    res.best_states = {k: {n[len("teacher."):]: v for n, v in s.items() if n.startswith("teacher.")}
+                       for k, s in res.best_states.items()}
+    res.model = model
+    return res
+
+
+def evaluate_teacher(model: nn.Module, ctx: Context, split: str, full: bool = False) -> dict[str, dict]:
+    """Metrics of a teacher (a :class:`Teacher` or one network) on ``split``."""
+    return evaluate(teacher_scorer(model, ctx), ctx, split, full=full)
