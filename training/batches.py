@@ -79,6 +79,7 @@ class TeacherWindows:
     arrays: dict[str, np.ndarray]
     target_event: np.ndarray
     users: np.ndarray  # (W,) the user of each window
+    input_event: np.ndarray  # (W, L) event-store index of each input slot (-1: padding)
 
     def __len__(self) -> int:
         return len(self.target_event)
@@ -95,6 +96,12 @@ class TeacherWindows:
         out = {k: (v[rows][:, L - keep:] if k.startswith(("win_", "tgt_")) else v[rows])
                for k, v in self.arrays.items()}
         return out, self.target_event[rows][:, L - keep:]
+
+    def inputs(self, rows: np.ndarray) -> np.ndarray:
+        """Input events (B, keep) of rows, trimmed as :meth:`batch` trims."""
+        L = self.arrays["win_mask"].shape[1]
+        keep = max(int(self.lengths[rows].max()), 1)
+        return self.input_event[rows][:, L - keep:]
 
     def batches(self, batch_size: int, rng: np.random.Generator | None, rank: int = 0, world: int = 1
                 ) -> list[np.ndarray]:
@@ -166,7 +173,26 @@ def teacher_windows(prep: Prepared, enc: FeatureEncoder, L: int, split_end: np.n
     train = valid & (ev_tg >= first_a[:, None])
     arrays["tgt_train"] = train
     arrays.update(user_arrays(prep, prep.ev_user[starts_a]))
-    return TeacherWindows(arrays=arrays, target_event=np.where(train, ev_tg, -1), users=users)
+    return TeacherWindows(arrays=arrays, target_event=np.where(train, ev_tg, -1), users=users,
+                          input_event=np.where(valid, ev_in, -1))
+
+
+def band_ages(enc: FeatureEncoder, ev_ts: np.ndarray, in_ev: np.ndarray, sel: np.ndarray, k: int) -> np.ndarray:
+    """Age of each band event at its query, bucketized by the SDK's time-gap rule.
+
+    ``in_ev`` (B, L) input events of a window batch, ``sel`` (B, L) the selected query
+    slots; returns (P, k) bucket ids in the layout of ``WindowPass.bands`` (the newest
+    event last; PAD where the band runs past the window's start). The query of slot j
+    is made at its target's time, the next event.
+    """
+    B, L = in_ev.shape
+    padded = np.concatenate([np.full((B, k - 1), -1, dtype=np.int64), in_ev], axis=1)
+    b, j = np.nonzero(sel)
+    ev = padded[b[:, None], j[:, None] + np.arange(k)[None, :]]  # (P, k)
+    now = ev_ts[in_ev[b, j] + 1]
+    ages = enc.encode_time_gaps(now[:, None], ev_ts[np.maximum(ev, 0)])
+    ages[ev < 0] = PAD_ID
+    return ages
 
 
 def teacher_requests(prep: Prepared, enc: FeatureEncoder, users: np.ndarray, starts: np.ndarray,
@@ -174,10 +200,8 @@ def teacher_requests(prep: Prepared, enc: FeatureEncoder, users: np.ndarray, sta
                      gaps: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Requests for :meth:`TeacherRanker.forward`: last-L histories and candidates (B, N)."""
     gaps = prev_gaps(prep, enc) if gaps is None else gaps
-    h = enc.gather_history(prep.event_items(), prep.ev_event, prep.ev_ts, starts, n_past, now,
-                           extra={"gap": gaps})
-    h.pop("hist_time_gap")  # the teacher encodes time since the previous event instead
-    out = dict(h)
+    out = enc.gather_history(prep.event_items(), prep.ev_event, prep.ev_ts, starts, n_past, now,
+                             extra={"gap": gaps})  # hist_gap: since the previous event; hist_time_gap: to now
     n_past = np.asarray(n_past)
     last_ts = prep.ev_ts[np.maximum(np.asarray(starts) + n_past - 1, 0)]
     qg = enc.encode_time_gaps(np.asarray(now, dtype=np.float64), last_ts)

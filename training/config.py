@@ -74,7 +74,7 @@ class TeacherConfig:
             (1: a single KD-ALIENS teacher).
     """
 
-    dim: int = 64
+    dim: int = 32
     history_len: int = 200
     attn_len: int = 50
     seq_encoder: str = "transformer"
@@ -226,6 +226,8 @@ class TrainConfig:
             (its two-tower term; over a shared sample of ``teacher_catalogue_items``
             items when the catalogue is larger) next to the sampled-candidate softmax.
         teacher_catalogue_items: catalogue size up to which that softmax is exact.
+        teacher_ema: decay of an exponential moving average of the teacher's weights,
+            which is what validation sees and what the teacher keeps (0: off).
         interaction_weight / click_weight: the two objectives (ESMM-style: interaction
             with sampled unobserved negatives, and click given interaction).
         seed: everything random.
@@ -252,6 +254,7 @@ class TrainConfig:
     teacher_negatives: int = 32
     teacher_catalogue_weight: float = 0.5
     teacher_catalogue_items: int = 4096
+    teacher_ema: float = 0.995
     interaction_weight: float = 1.0
     click_weight: float = 1.0
     seed: int = 0
@@ -303,7 +306,7 @@ def tiny_config(**train_overrides: Any) -> RunConfig:
                               alien_heads=2, mlp=(16,), rank_mlp=(16,), dropout=0.0),
         student=StudentConfig(dim=8, short_len=4, long_len=2, mlp=(16,), dropout=0.0),
         train=TrainConfig(epochs=1, qat_epochs=1, patience=1, batch_size=256, teacher_batch=32, negatives=4,
-                          teacher_negatives=4, threads=1),
+                          teacher_negatives=4, teacher_ema=0.0, threads=1),
     )
     for k, v in train_overrides.items():
         setattr(cfg.train, k, v)

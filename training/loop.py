@@ -175,6 +175,29 @@ class FitSpec:
     deadline: float | None = None
     train_mode: Callable[[nn.Module], None] | None = None
     eval_mode: Callable[[nn.Module], None] | None = None
+    ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights
+    on_estimate: Callable[[float], None] | None = None  # gets the first batches' seconds-per-epoch estimate
+
+
+class _EMA:
+    """Polyak averaging of the float parameters; ``swap`` exchanges them with the model's."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.params = [p for p in model.parameters() if p.dtype.is_floating_point]
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_mul_(self.shadow, self.decay)
+        torch._foreach_add_(self.shadow, [p.detach() for p in self.params], alpha=1.0 - self.decay)
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        for p, s in zip(self.params, self.shadow):
+            tmp = p.detach().clone()
+            p.copy_(s)
+            s.copy_(tmp)
 
 
 def _first_batches_note(name: str, done: int, total: int, seconds: float, epochs: int) -> str:
@@ -197,6 +220,7 @@ def fit(model: nn.Module, spec: FitSpec, steps: Callable[[nn.Module, int], Itera
     wrapped = _wrap(model, env)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    ema = _EMA(model, spec.ema_decay) if spec.ema_decay > 0 else None
     history: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     epoch = 0
@@ -211,19 +235,28 @@ def fit(model: nn.Module, spec: FitSpec, steps: Callable[[nn.Module, int], Itera
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             opt.step()
+            if ema is not None:
+                ema.update()
             losses.append(loss.detach())
             if i % 10 == 0:  # reading values back syncs a GPU: only now and then
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}", **{k: f"{float(v):.3f}" for k, v in logs.items()})
             bar.update(1)
             if epoch == 0 and i + 1 == min(20, max(1, spec.n_batches // 5)) and env.main:
                 bar.clear()
-                log(_first_batches_note(spec.name, i + 1, spec.n_batches, time.perf_counter() - t0, spec.epochs))
+                elapsed = time.perf_counter() - t0
+                log(_first_batches_note(spec.name, i + 1, spec.n_batches, elapsed, spec.epochs))
+                if spec.on_estimate is not None:
+                    spec.on_estimate(elapsed / (i + 1) * spec.n_batches)
         bar.close()
         epoch_s = time.perf_counter() - t0
         stop = False
         if env.main:
+            if ema is not None:
+                ema.swap()  # validate (and snapshot) the averaged weights
             rec, stop = _validate(model, spec, eval_mode, epoch, losses, epoch_s, log)
             history.append(rec)
+            if ema is not None:
+                ema.swap()
         if _broadcast_flag(env, stop):
             break
     best = spec.tracks[0]

@@ -17,14 +17,14 @@ interactions are paid for once per position.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batches import NegativeSampler, teacher_windows
+from .batches import NegativeSampler, band_ages, teacher_windows
 from .evaluation import evaluate, teacher_scorer
 from .loop import Context, DistEnv, FitResult, FitSpec, Log, Track, fit, set_seed
 from .models.teacher import Teacher, TeacherRanker
@@ -38,8 +38,8 @@ class TeacherObjective(nn.Module):
         self.teacher = teacher
         self.ctx = ctx
 
-    def forward(self, batch: dict[str, torch.Tensor], neg_rows: torch.Tensor, cat_rows: torch.Tensor | None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor], neg_rows: torch.Tensor, cat_rows: torch.Tensor | None,
+                band_age: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         m, ctx = self.teacher, self.ctx
         wp = m.encode_windows(batch)
         sel = batch["tgt_train"]  # (B, L) slots that train their target
@@ -50,7 +50,7 @@ class TeacherObjective(nn.Module):
         _, nv = m.item_vectors(n_arrays, "c_")  # (P, K, D)
         cv = torch.cat([tv[:, None], nv], dim=1)  # (P, 1 + K, D), target first
         bias = torch.cat([m.item_logit_bias(t_arrays, "c_")[:, None], m.item_logit_bias(n_arrays, "c_")], dim=1)
-        a_raw, a_ctx = m.attend(cv, wp.bands(min(m.k, sel.shape[1]), sel))
+        a_raw, a_ctx = m.attend(cv, wp.bands(band_age.shape[1], sel, band_age))
         logits = m.interaction_logits(cv, bias, user, a_raw, a_ctx)
         zeros = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
         sampled = F.cross_entropy(logits, zeros)
@@ -80,14 +80,19 @@ class TeacherObjective(nn.Module):
         return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
 
 
-def train_teacher(ctx: Context, env: DistEnv, log: Log, deadline: float | None = None) -> FitResult:
-    """Train ``cfg.teacher.ensemble`` networks; returns a :class:`Teacher` in ``res.model``."""
+def train_teacher(ctx: Context, env: DistEnv, log: Log, deadline: float | None = None,
+                  on_estimate: Callable[[float], None] | None = None) -> FitResult:
+    """Train ``cfg.teacher.ensemble`` networks; returns a :class:`Teacher` in ``res.model``.
+
+    ``on_estimate`` gets the first member's seconds-per-epoch estimate after its first batches.
+    """
     cfg = ctx.cfg
     teacher = Teacher(ctx.t_spec, cfg.teacher)
     results = []
     for i in range(len(teacher.rank)):
         name = "teacher" if len(teacher.rank) == 1 else f"teacher[{i}]"
-        res = _train_member(ctx, env, log, deadline, seed=cfg.train.seed + 1000 * i, name=name)
+        res = _train_member(ctx, env, log, deadline, seed=cfg.train.seed + 1000 * i, name=name,
+                            on_estimate=on_estimate if i == 0 else None)
         teacher.rank[i].load_state_dict(res.best_states.get("rank", res.model.state_dict()))
         teacher.click[i].load_state_dict(res.best_states.get("click", teacher.rank[i].state_dict()))
         for row in res.history:
@@ -100,8 +105,8 @@ def train_teacher(ctx: Context, env: DistEnv, log: Log, deadline: float | None =
                      best_epochs=first.best_epochs)
 
 
-def _train_member(ctx: Context, env: DistEnv, log: Log, deadline: float | None, seed: int, name: str
-                  ) -> FitResult:
+def _train_member(ctx: Context, env: DistEnv, log: Log, deadline: float | None, seed: int, name: str,
+                  on_estimate: Callable[[float], None] | None = None) -> FitResult:
     cfg, tw = ctx.cfg, ctx.cfg.train
     set_seed(seed)
     model = TeacherRanker(ctx.t_spec, cfg.teacher).to(ctx.device)
@@ -117,14 +122,17 @@ def _train_member(ctx: Context, env: DistEnv, log: Log, deadline: float | None, 
     def steps(wrapped: nn.Module, epoch: int) -> Iterator[tuple[torch.Tensor, dict]]:
         for rows in win.batches(tw.teacher_batch, rng, rank=env.rank, world=env.world):
             arrays, _ = win.batch(rows)
-            per_window = arrays["tgt_train"].sum(1)
+            sel = arrays["tgt_train"]
+            ages = band_ages(ctx.t_enc, ctx.prep.ev_ts, win.inputs(rows), sel, min(model.k, sel.shape[1]))
+            per_window = sel.sum(1)
             users = np.repeat(win.users[rows], per_window)
             neg = negs.sample(users, tw.teacher_negatives)
             cat = None
             if use_cat:
                 cat = full_cat if full_cat is not None else torch.from_numpy(
                     rng.choice(n_items, size=tw.teacher_catalogue_items, replace=False)).to(ctx.device)
-            sampled, catalogue, click = wrapped(ctx.tensors(arrays), torch.from_numpy(neg).to(ctx.device), cat)
+            sampled, catalogue, click = wrapped(ctx.tensors(arrays), torch.from_numpy(neg).to(ctx.device), cat,
+                                                torch.from_numpy(ages).to(ctx.device))
             loss = (tw.interaction_weight * (sampled + tw.teacher_catalogue_weight * catalogue)
                     + tw.click_weight * click)
             yield loss, {"inter": sampled.detach(), "cat": catalogue.detach(), "click": click.detach()}
@@ -136,7 +144,7 @@ def _train_member(ctx: Context, env: DistEnv, log: Log, deadline: float | None, 
     spec = FitSpec(name=name, epochs=tw.epochs, patience=tw.teacher_patience, lr=tw.teacher_lr,
                    weight_decay=tw.weight_decay, n_batches=n,
                    evaluate=lambda m: evaluate(teacher_scorer(m.teacher, ctx), ctx, "val"), tracks=tracks,
-                   deadline=deadline)
+                   deadline=deadline, ema_decay=tw.teacher_ema, on_estimate=on_estimate)
     res = fit(objective, spec, steps, env, log)
     res.best_states = {k: {n[len("teacher."):]: v for n, v in s.items() if n.startswith("teacher.")}
                        for k, s in res.best_states.items()}

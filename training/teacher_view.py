@@ -124,7 +124,10 @@ class TeacherView:
         valid = idx >= self.starts[events][:, None]
         idx = idx.clamp(min=0)
         m = valid.unsqueeze(-1).to(store.raw.dtype)
-        return Bands(raw=store.raw[idx] * m, key=store.key[idx] * m, value=store.value[idx] * m, mask=valid)
+        ev, ix = events.cpu().numpy(), idx.cpu().numpy()
+        ages = self.ctx.t_enc.encode_time_gaps(self.ctx.prep.ev_ts[ev][:, None], self.ctx.prep.ev_ts[ix])
+        age = torch.from_numpy(ages).to(events.device).masked_fill(~valid, 0)
+        return Bands(raw=store.raw[idx] * m, key=store.key[idx] * m, value=store.value[idx] * m, mask=valid, age=age)
 
     @torch.no_grad()
     def interaction(self, events: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import torch
 
 from kdaliens.training.batches import (
     NegativeSampler,
+    band_ages,
     student_requests,
     teacher_requests,
     teacher_windows,
@@ -63,9 +64,12 @@ def test_teacher_objective_smoke_and_gradients(ctx):
     teacher = TeacherRanker(ctx.t_spec, ctx.cfg.teacher)
     win = teacher_windows(ctx.prep, ctx.t_enc, ctx.cfg.teacher.history_len, ctx.train_end, overlap=4)
     arrays, _ = win.batch(np.arange(16))
-    P = int(arrays["tgt_train"].sum())
+    sel = arrays["tgt_train"]
+    P = int(sel.sum())
     neg = torch.from_numpy(np.random.default_rng(0).integers(0, ctx.prep.n_items, size=(P, 3)))
-    sampled, catalogue, click = TeacherObjective(teacher, ctx)(to_torch(arrays), neg, torch.arange(ctx.prep.n_items))
+    ages = torch.from_numpy(band_ages(ctx.t_enc, ctx.prep.ev_ts, win.inputs(np.arange(16)), sel, teacher.k))
+    sampled, catalogue, click = TeacherObjective(teacher, ctx)(to_torch(arrays), neg, torch.arange(ctx.prep.n_items),
+                                                               ages)
     assert all(torch.isfinite(t) for t in (sampled, catalogue, click))
     (sampled + catalogue + click).backward()
     # Everything gets gradient, except the output bias of the candidate-aware interaction
@@ -166,15 +170,13 @@ def test_model_inputs_equal_sdk_encoder_arrays(ctx):
                              cands)
     t_req = teacher_requests(prep, ctx.t_enc, r["user"][rows], r["start"][rows], r["n_past"][rows], r["ts"][rows],
                              cands)
-    for enc, req, keys in ((ctx.s_enc, s_req, None), (ctx.t_enc, t_req, {"hist_time_gap"})):
+    for enc, req, keys in ((ctx.s_enc, s_req, None), (ctx.t_enc, t_req, None)):
         for j, b in enumerate(rows):
             s, n = r["start"][b], r["n_past"][b]
             events = [{"item_id": prep.item_ids[prep.ev_item[e]], "ts": prep.ev_ts[e],
                        "event": prep.spec.event_vocab[prep.ev_event[e] - 2]} for e in range(s, s + n)]
             raw = enc.encode_history(events, now=r["ts"][b] + 1e-3, item_attributes=items)
             for k, v in raw.items():
-                if keys and k in keys:
-                    continue  # the teacher replaces time-to-now by time-since-previous
                 np.testing.assert_array_equal(v, req[k][j], err_msg=k)
             u = enc.encode_user(users[prep.user_ids[r["user"][b]]])
             for k, v in u.items():

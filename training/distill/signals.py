@@ -40,6 +40,7 @@ class TeacherSignals:
         self.teacher = teacher.eval()
         self.view = view or TeacherView(teacher, ctx, ctx.train_end)
         self.device = self.view.device
+        ctx = self.view.ctx
         dc = ctx.cfg.distill
         self.H = dc.hard_negatives
         w = np.exp(-np.arange(self.H) / dc.rd_decay)

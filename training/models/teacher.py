@@ -12,9 +12,9 @@ path the device student has, wider and over a longer history, plus the KD-ALIENS
   the newest event, the newest contextual state and the query gap (time from the
   newest event to the request) go through one projection into a user vector ``u``;
 * **candidate side**, per candidate ``c`` (its item vector ``v``): dot attention from
-  ``v`` over the newest ``attn_len`` raw events (with their rating tokens and a recency
-  embedding), as the student does, and learned attention over the same events'
-  contextual states;
+  ``v`` over the newest ``attn_len`` raw events (with their rating tokens, their
+  recency and their age at the request), as the student does, and learned attention
+  over the same events' contextual states;
 * **interaction** logit (will the user interact with ``c`` next; ranks any item):
   ``v . u + bias(c) + MLP([v, a_raw, v*a_raw, a_ctx, v*a_ctx, u])``;
 * **click** logit (given an interaction, is it a click): the ALIEN block (multi-head
@@ -35,7 +35,8 @@ NDCG@10 answers ``interaction``, the one with the best validation AUC answers
 
 History inputs (from the SDK's encoder): ``hist_<item field>``, ``hist_event``,
 ``hist_gap`` (time since the previous event, bucketized with the spec's time-gap
-buckets) and ``hist_mask``, plus ``query_gap`` (B,). Windows use the ``win_`` prefix
+buckets), ``hist_time_gap`` (time from the event to the request, the same buckets) and
+``hist_mask``, plus ``query_gap`` (B,). Windows use the ``win_`` prefix
 for the same arrays and ``tgt_gap`` for each target's query gap.
 """
 
@@ -80,14 +81,17 @@ def last_band(x: torch.Tensor, k: int) -> torch.Tensor:
 class Bands:
     """What candidates attend to at N query positions: the newest ``k`` events.
 
-    ``raw`` (N, k, D) event vectors (with recency added by the scorer), ``key`` and
-    ``value`` (N, k, D) projections of their contextual states, ``mask`` (N, k) bool.
+    ``raw`` (N, k, D) event vectors (recency and age are added by the scorer), ``key``
+    and ``value`` (N, k, D) projections of their contextual states, ``mask`` (N, k)
+    bool, ``age`` (N, k) each event's time to the query, bucketized (the SDK's
+    ``hist_time_gap`` rule).
     """
 
     raw: torch.Tensor
     key: torch.Tensor
     value: torch.Tensor
     mask: torch.Tensor
+    age: torch.Tensor
 
 
 @dataclass
@@ -102,8 +106,9 @@ class WindowPass:
     user_fields: torch.Tensor | None  # (B, Fu, D)
     mask: torch.Tensor  # (B, L)
 
-    def bands(self, k: int, sel: torch.Tensor) -> Bands:
-        """Bands of the selected slots (``sel``: (B, L) bool) -> (P, k, ...), in one gather."""
+    def bands(self, k: int, sel: torch.Tensor, age: torch.Tensor) -> Bands:
+        """Bands of the selected slots (``sel``: (B, L) bool) -> (P, k, ...), in one gather;
+        ``age`` (P, k) from :func:`~kdaliens.training.batches.band_ages`."""
         B, L, D = self.raw.shape
         joint = torch.cat([self.raw, self.key, self.value, self.mask.unsqueeze(-1).to(self.raw.dtype)], -1)
         flat = torch.cat([joint.new_zeros(B, k - 1, joint.shape[-1]), joint], 1).flatten(0, 1)  # (B*(L+k-1), F)
@@ -111,7 +116,7 @@ class WindowPass:
         idx = (b * (L + k - 1) + j)[:, None] + torch.arange(k, device=sel.device)  # (P, k), padded coordinates
         g = flat.index_select(0, idx.flatten()).view(len(b), k, -1)  # (P, k, 3D + 1)
         raw, key, value, mask = g.split([D, D, D, 1], dim=-1)  # split's backward concatenates: no zero fills
-        return Bands(raw=raw, key=key, value=value, mask=mask.squeeze(-1) > 0.5)
+        return Bands(raw=raw, key=key, value=value, mask=mask.squeeze(-1) > 0.5, age=age)
 
 
 class TeacherRanker(nn.Module):
@@ -136,6 +141,8 @@ class TeacherRanker(nn.Module):
         self.query_gap_emb = nn.Embedding(spec.time_gap_field.cardinality, d, padding_idx=0)
         self.recency = nn.Embedding(self.k, d)
         nn.init.normal_(self.recency.weight, std=0.02)
+        self.age_raw = nn.Embedding(spec.time_gap_field.cardinality, d, padding_idx=0)
+        self.age_key = nn.Embedding(spec.time_gap_field.cardinality, d, padding_idx=0)
         self.in_norm = nn.LayerNorm(d)
         self.drop = nn.Dropout(cfg.dropout)
         self.sequence = SEQUENCE_ENCODERS[cfg.seq_encoder](d, cfg.seq_layers, cfg.seq_heads, cfg.dropout)
@@ -198,11 +205,13 @@ class TeacherRanker(nn.Module):
         """Candidate attention (N, C, D) over bands (N, k, D) -> a_raw, a_ctx (N, C, D)."""
         k = bands.mask.shape[-1]
         rec = self.recency.weight[:k].flip(0)  # slot t of a band is k-1-t events before the query
-        raw = bands.raw + rec * bands.mask.unsqueeze(-1).to(cand.dtype)
+        m = bands.mask.unsqueeze(-1).to(cand.dtype)
+        raw = bands.raw + (rec + self.age_raw(bands.age)) * m
+        key = bands.key + self.age_key(bands.age) * m
         blocked = ~bands.mask.unsqueeze(1)  # (N, 1, k)
         s = torch.bmm(cand, raw.transpose(1, 2)) * self.scale  # (N, C, k)
         a_raw = torch.bmm(torch.softmax(s.masked_fill(blocked, -1e4), -1) * (~blocked), raw)
-        s = torch.bmm(self.ctx_q(cand), bands.key.transpose(1, 2)) * self.scale
+        s = torch.bmm(self.ctx_q(cand), key.transpose(1, 2)) * self.scale
         a_ctx = torch.bmm(torch.softmax(s.masked_fill(blocked, -1e4), -1) * (~blocked), bands.value)
         return a_raw, a_ctx
 
@@ -234,7 +243,8 @@ class TeacherRanker(nn.Module):
         user = self.user_vectors(raw, states, mask, qg, uf)[:, -1]  # the newest slot is the query's
         k = min(self.k, mask.shape[1])
         bands = Bands(raw=last_band(raw, k), key=last_band(self.ctx_k(states), k),
-                      value=last_band(self.ctx_v(states), k), mask=last_band(mask, k))
+                      value=last_band(self.ctx_v(states), k), mask=last_band(mask, k),
+                      age=last_band(batch["hist_time_gap"], k))
         return user, bands, uf
 
     def forward(self, batch: dict[str, torch.Tensor], with_click: bool = True) -> dict[str, torch.Tensor]:
