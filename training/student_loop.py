@@ -112,6 +112,31 @@ def train_student(ctx: Context, env: DistEnv, log: Log, signals: TeacherSignals 
     return res
 
 
+def probe_student_epoch(ctx: Context, batches: int = 3) -> float:
+    """Seconds a plain-student epoch will take here: a few real steps of a throwaway model.
+
+    Touches no random state the training uses (its own generators, a fresh model).
+    """
+    import time
+
+    tw = ctx.cfg.train
+    with torch.random.fork_rng(devices=[]):
+        model = StudentRanker(ctx.s_spec, ctx.cfg.student).to(ctx.device)
+        objective = StudentObjective(model, None, tw)
+        negs = NegativeSampler(ctx.prep, 12345, ctx.train_end)
+        rng = np.random.default_rng(12345)
+        times = []
+        for i in range(batches + 1):  # the first is a warm-up
+            t0 = time.perf_counter()
+            rows = rng.choice(len(ctx.train_rows), size=min(tw.batch_size, len(ctx.train_rows)), replace=False)
+            b, _, _ = student_batch(ctx, rows, negs, tw.negatives, seed=0)
+            loss, _ = objective(b, None, 1.0)
+            loss.backward()
+            if i:
+                times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * math.ceil(len(ctx.train_rows) / tw.batch_size)
+
+
 @torch.no_grad()
 def init_items_from_teacher(student: StudentRanker, teacher, ctx: Context) -> None:
     """Set the student's item-id rows to the top principal components of the teacher's
