@@ -538,7 +538,8 @@ def plot_training(history: dict[str, list], path: Path) -> Path:
     for k, (block, key, label) in enumerate((("ctr", "auc", "validation AUC"), ("ranking", "hr@10", "validation HR@10"))):
         ax = fig.add_subplot(1, 2, k + 1)
         for name in sorted(history, key=lambda n: MODELS.index(n) if n in MODELS else len(MODELS)):
-            pts = [(h["epoch"], h["val"][block][key]) for h in history[name] if h.get("val")]
+            # An ensemble teacher has one curve per member; the first stands for them.
+            pts = [(h["epoch"], h["val"][block][key]) for h in history[name] if h.get("val") and not h.get("member")]
             if pts:
                 ax.plot(*zip(*pts), "-o", markersize=3, color=MODEL_COLORS.get(name), label=name)
         ax.set_xlabel("epoch")
