@@ -57,7 +57,9 @@ class TeacherObjective(nn.Module):
         catalogue = self._catalogue_ce(user, tv, bias[:, 0], tgt, cat_rows)
         lab = batch["tgt_has_label"][sel]
         if lab.any():
-            uf = wp.user_fields[sel.nonzero()[:, 0]][lab] if wp.user_fields is not None else None
+            # index_select, not x[idx]: with repeated rows, indexing's backward (index_put_
+            # with accumulate) adds in thread order on the CPU, and runs stop being repeatable.
+            uf = wp.user_fields.index_select(0, sel.nonzero()[:, 0])[lab] if wp.user_fields is not None else None
             a_r, a_c = a_raw.unbind(1)[0], a_ctx.unbind(1)[0]  # the target's (unbind: no zero-filled grads)
             click = m.click_logits(tf[lab, None], uf, user[lab], a_r[lab, None], a_c[lab, None])[:, 0]
             click_loss = F.binary_cross_entropy_with_logits(click, batch["tgt_label"][sel][lab])

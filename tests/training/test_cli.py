@@ -56,8 +56,12 @@ def test_cli_reports_bad_flags_without_a_traceback(capsys, tmp_path: Path):
     assert "kdaliens-train: error:" in err and "dimm" in err and "Traceback" not in err
 
 
-def test_tiny_pipeline_on_the_cpu_with_a_time_budget(tmp_path: Path):
-    """The command line end to end: --device cpu, an opt-in budget recorded in config.json."""
+def test_tiny_pipeline_on_the_cpu_with_a_time_budget(tmp_path: Path, tiny_run):
+    """The command line end to end: --device cpu, an opt-in budget recorded in config.json.
+
+    The budget is far from binding, so the run must give the same models as the session's
+    in-process tiny run (same preset and seed, one thread): the same seed, the same metrics.
+    """
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "kdaliens.training", "--data", "movielens-100k", "--out", str(out),
                         "--preset", "tiny", "--device", "cpu", "--max-minutes", "30", "--set", "train.threads=1"],
@@ -69,6 +73,11 @@ def test_tiny_pipeline_on_the_cpu_with_a_time_budget(tmp_path: Path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"teacher", "student_plain", "student_kd", "student_kd_int8"}
     assert all("ranking_full" in m for m in metrics.values())
+    _, reference = tiny_run
+    for name, m in metrics.items():
+        for block in ("ctr", "ranking", "ranking_full"):
+            for key, value in m[block].items():
+                assert value == pytest.approx(reference[name][block][key], abs=1e-6), (name, block, key)
 
 
 def test_synthetic_log_is_seeded_and_readable(tmp_path: Path):
