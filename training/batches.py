@@ -105,12 +105,26 @@ class TeacherWindows:
 
     def batches(self, batch_size: int, rng: np.random.Generator | None, rank: int = 0, world: int = 1
                 ) -> list[np.ndarray]:
-        """Batches of windows of similar length (less padding), in shuffled order."""
+        """Batches of windows of similar length (less padding), in shuffled order.
+
+        A batch holds as many slots as ``batch_size`` full-length windows: ``batch_size``
+        windows of length L, or more of shorter ones (padded to the longest in the batch).
+        On logs of short histories, batches of a fixed window count would be a few dozen
+        positions each, and an epoch thousands of tiny steps.
+        """
         lens = self.lengths.astype(np.float64)
         if rng is not None:
             lens = lens + rng.uniform(0, 8, size=len(lens))  # vary batches between epochs
         order = np.argsort(lens, kind="stable")
-        out = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        budget = batch_size * self.arrays["win_mask"].shape[1]
+        cuts, count, longest = [], 0, 0
+        for i, size in enumerate(np.maximum(self.lengths[order], 1).tolist()):
+            grown = max(longest, size)  # a batch is padded to its longest window
+            if count and (count + 1) * grown > budget:
+                cuts.append(i)
+                count, grown = 0, size
+            count, longest = count + 1, grown
+        out = np.split(order, cuts)
         if rng is not None:
             out = [out[i] for i in rng.permutation(len(out))]
         return _shard(out, rank, world)

@@ -219,7 +219,8 @@ class TrainConfig:
             need ``teacher_patience`` epochs without improvement).
         lr / weight_decay: AdamW.
         teacher_lr: the teacher's learning rate.
-        batch_size: student samples per step; teacher_batch: history windows per step.
+        batch_size: student samples per step; teacher_batch: history windows per step
+            (of full length; a batch of shorter windows holds as many slots).
         negatives: sampled unobserved items per positive for the interaction objective.
         teacher_negatives: the same for the teacher, per history position.
         teacher_catalogue_weight: weight of the teacher's softmax over the catalogue
@@ -249,7 +250,7 @@ class TrainConfig:
     teacher_lr: float = 2e-3
     weight_decay: float = 1e-5
     batch_size: int = 512
-    teacher_batch: int = 8
+    teacher_batch: int = 4
     negatives: int = 32
     teacher_negatives: int = 32
     teacher_catalogue_weight: float = 0.5
