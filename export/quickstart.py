@@ -26,7 +26,8 @@ ran, the report says which); 2 bad arguments or a bad environment.
 
     schema, created, command, data, device {platform, machine, python, cpu_count},
     versions {kdaliens, torch, executorch, onnxruntime, ai_edge_litert},
-    metrics {model: {ctr {auc, gauc, logloss}, ranking {hr@10, ndcg@10}, params, size_bytes}},
+    metrics {model: {ctr {auc, gauc, logloss}, ranking {hr@10, ndcg@10},
+                     ranking_full {hr@10, ndcg@10, users}, params, size_bytes}},
     bundles {target: {path, quantization, model_file, model_bytes, bundle_bytes,
                       parity {max_abs_diff, auc_reference, auc_exported, ...}}},
     latency: [{model ("teacher"|"student"), backend ("torch"|"executorch"|"onnxruntime"|"litert"),
@@ -417,13 +418,17 @@ def format_report_md(rep: dict) -> str:
         L += ["**Failed steps:** " + "; ".join(f"{f['step']}: {f['error']}" for f in rep["failures"]), ""]
     if rep["metrics"]:
         L += ["## Accuracy (test split)", "",
-              "| model | AUC | GAUC | logloss | HR@10 | NDCG@10 | params | size |", "|---|---|---|---|---|---|---|---|"]
+              "| model | AUC | GAUC | logloss | HR@10 | NDCG@10 | full HR@10 | full NDCG@10 | params | size |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
         for name, m in rep["metrics"].items():
+            f = m.get("ranking_full") or {}
+            full = " | ".join(f"{f[k]:.4f}" if k in f else "-" for k in ("hr@10", "ndcg@10"))
             L.append(f"| {name} | {m['ctr']['auc']:.4f} | {m['ctr']['gauc']:.4f} | {m['ctr']['logloss']:.4f} | "
-                     f"{m['ranking']['hr@10']:.4f} | {m['ranking']['ndcg@10']:.4f} | {m['params']:,} | "
+                     f"{m['ranking']['hr@10']:.4f} | {m['ranking']['ndcg@10']:.4f} | {full} | {m['params']:,} | "
                      f"{m['size_bytes'] / 1024:.1f} KB |")
         L += ["", "AUC/GAUC/logloss: click given interaction on the held-out last 10% of each user's ratings. "
-              "HR@10/NDCG@10: each user's last item among 100 items they never touched.", "",
+              "HR@10/NDCG@10: each user's last item among 100 items they never touched; full HR@10/NDCG@10: "
+              "the same item among every item the user never touched.", "",
               "![accuracy](accuracy.png)", ""]
     if rep["bundles"]:
         L += ["## Bundles (int8)", "", "Bundle = the folder: model, `manifest.json` and, for ExecuTorch, `model.etrecord` "
@@ -477,10 +482,12 @@ def plot_accuracy(metrics: dict[str, dict], path: Path) -> Path:
     from matplotlib.figure import Figure
 
     names = list(metrics)
-    fig = Figure(figsize=(8, 3.6), dpi=120)
-    for k, (block, key, label, base) in enumerate((("ctr", "auc", "AUC (CTR protocol)", 0.7),
-                                                   ("ranking", "hr@10", "HR@10 (1 + 100 unobserved)", 0.4))):
-        ax = fig.add_subplot(1, 2, k + 1)
+    panels = [("ctr", "auc", "AUC (CTR protocol)", 0.7), ("ranking", "hr@10", "HR@10 (1 + 100 unobserved)", 0.4)]
+    if all("ranking_full" in metrics[n] for n in names):
+        panels.append(("ranking_full", "hr@10", "HR@10 (full catalogue)", 0.0))
+    fig = Figure(figsize=(4 * len(panels), 3.6), dpi=120)
+    for k, (block, key, label, base) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
         vals = [metrics[n][block][key] for n in names]
         bars = ax.bar(range(len(names)), vals, color=[MODEL_COLORS.get(n, "#888888") for n in names])
         for b, v in zip(bars, vals):
@@ -601,7 +608,8 @@ def run_quickstart(out: str | Path = DEFAULT_OUT, force: bool = False, config=No
         rep.update({
             "schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command, "data": DATA,
             "device": _device(), "versions": _versions(),
-            "metrics": {k: {x: metrics[k][x] for x in ("ctr", "ranking", "params", "size_bytes")}
+            "metrics": {k: {x: metrics[k][x] for x in ("ctr", "ranking", "ranking_full", "params", "size_bytes")
+                                     if x in metrics[k]}
                         for k in MODELS if k in metrics},
             "bundles": bundles, "latency": rows, "speedup_at_100": speedup, "checks": chk, "demo": demo or [],
             "steps": steps.timings, "failures": steps.failures,

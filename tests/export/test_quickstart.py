@@ -34,6 +34,9 @@ def test_report_has_the_latency_rows_and_checks(quickstart):
     assert on_disk["schema"] == SCHEMA
     assert list(rep["metrics"]) == ["teacher", "student_plain", "student_kd", "student_kd_int8"]
     assert on_disk["metrics"] == rep["metrics"]
+    for m in on_disk["metrics"].values():  # sampled and full-catalogue ranking side by side
+        assert set(m["ranking"]) >= {"hr@10", "ndcg@10"}
+        assert 0 <= m["ranking_full"]["hr@10"] <= m["ranking"]["hr@10"] + 0.05 and m["ranking_full"]["users"] > 0
     keys = {(r["model"], r["backend"], r["quantization"], r["candidates"]) for r in on_disk["latency"]}
     for n in (10, 100):
         assert ("teacher", "torch", "none", n) in keys
@@ -63,7 +66,7 @@ def test_plots_and_markdown(quickstart):
     for name in rep["plots"]:
         assert (out / name).read_bytes()[:8] == PNG
     md = (out / "report.md").read_text()
-    for part in ("## Accuracy", "| student_kd_int8 |", "## Latency", "| teacher | torch |", "## Checks",
+    for part in ("## Accuracy", "| student_kd_int8 |", "full HR@10", "## Latency", "| teacher | torch |", "## Checks",
                  "![latency](latency.png)", "what they did next"):
         assert part in md, part
 
