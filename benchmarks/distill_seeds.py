@@ -1,6 +1,6 @@
 """Train the four models with N seeds and report mean ± std, and what distillation adds.
 
-    python benchmarks/distill_seeds.py [--data movielens-100k] [--seeds 3 | --seeds 0,1,2]
+    python benchmarks/distill_seeds.py [--data movielens-100k] [--seeds 3 | --seeds 0,1,2 | --seeds 1,]
         [--out runs/seeds] [--preset default] [--set section.key=value ...] [--device auto]
 
 Each seed is a full ``kdaliens-train`` run in ``OUT/seed<S>/`` (a rerun reuses finished
@@ -95,7 +95,8 @@ def to_markdown(summary: dict, title: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="movielens-100k")
-    ap.add_argument("--seeds", default="3", help="a count (seeds 0..N-1) or a comma list")
+    ap.add_argument("--seeds", default="3",
+                    help="a count N (seeds 0..N-1) or a comma list (0,1,2; one seed S: 'S,')")
     ap.add_argument("--out", default="runs/seeds")
     ap.add_argument("--preset", default="default", choices=("tiny", "default"))
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE")
