@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -84,24 +85,25 @@ class TeacherWindows:
     def __len__(self) -> int:
         return len(self.target_event)
 
-    @property
+    @cached_property
     def lengths(self) -> np.ndarray:
+        """(W,) real events of each window (computed once; every batch reads it)."""
         return self.arrays["win_mask"].sum(1)
 
+    def _start(self, rows: np.ndarray) -> int:
+        """First slot kept when rows are trimmed to their longest window (windows are
+        left-padded, so the trimmed slots are padding)."""
+        return self.arrays["win_mask"].shape[1] - max(int(self.lengths[rows].max()), 1)
+
     def batch(self, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Rows of the windows, trimmed to the longest one (windows are left-padded, so
-        the trimmed slots are padding)."""
-        L = self.arrays["win_mask"].shape[1]
-        keep = max(int(self.lengths[rows].max()), 1)
-        out = {k: (v[rows][:, L - keep:] if k.startswith(("win_", "tgt_")) else v[rows])
-               for k, v in self.arrays.items()}
-        return out, self.target_event[rows][:, L - keep:]
+        """Rows of the windows, trimmed to the longest one."""
+        a = self._start(rows)
+        out = {k: (v[rows][:, a:] if k.startswith(("win_", "tgt_")) else v[rows]) for k, v in self.arrays.items()}
+        return out, self.target_event[rows][:, a:]
 
     def inputs(self, rows: np.ndarray) -> np.ndarray:
         """Input events (B, keep) of rows, trimmed as :meth:`batch` trims."""
-        L = self.arrays["win_mask"].shape[1]
-        keep = max(int(self.lengths[rows].max()), 1)
-        return self.input_event[rows][:, L - keep:]
+        return self.input_event[rows][:, self._start(rows):]
 
     def batches(self, batch_size: int, rng: np.random.Generator | None, rank: int = 0, world: int = 1
                 ) -> list[np.ndarray]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 
 import numpy as np
 import torch
@@ -117,8 +118,6 @@ def probe_student_epoch(ctx: Context, batches: int = 3) -> float:
 
     Touches no random state the training uses (its own generators, a fresh model).
     """
-    import time
-
     tw = ctx.cfg.train
     with torch.random.fork_rng(devices=[]):
         model = StudentRanker(ctx.s_spec, ctx.cfg.student).to(ctx.device)
