@@ -74,7 +74,13 @@ def load_model(path: Path) -> tuple[nn.Module, RunConfig, FeatureSpec, dict[str,
     spec = FeatureSpec.from_dict(p["spec"])
     kind = p["kind"]
     if kind in ("teacher", "student"):
-        model: nn.Module = Teacher(spec, cfg.teacher) if kind == "teacher" else StudentRanker(spec, cfg.student)
+        if kind == "teacher":
+            # Click-only members are skipped on implicit data: count the ones saved.
+            n_click = len({k.split(".")[1] for k in p["state_dict"] if k.startswith("click.")})
+            model: nn.Module = Teacher(spec, cfg.teacher, click_members=max(0, n_click - len(
+                {k.split(".")[1] for k in p["state_dict"] if k.startswith("rank.")})))
+        else:
+            model = StudentRanker(spec, cfg.student)
         try:
             model.load_state_dict(p["state_dict"])
         except RuntimeError as e:

@@ -214,7 +214,7 @@ def run(data: str, out: str | Path, config: RunConfig | None = None, epochs: int
 
     def whole_run(teacher_epoch: float) -> None:
         tw = cfg.train
-        n = cfg.teacher.ensemble
+        n = cfg.teacher.ensemble + (0 if ctx.prep.implicit else cfg.teacher.click_members)
         parts = {"teacher": n * teacher_epoch * tw.epochs, "student_plain": student_epoch * tw.epochs,
                  "student_kd": KD_EPOCH_COST * student_epoch * tw.epochs,
                  "student_kd_int8": QAT_EPOCH_COST * student_epoch * tw.qat_epochs}

@@ -84,19 +84,26 @@ class TeacherObjective(nn.Module):
 
 def train_teacher(ctx: Context, env: DistEnv, log: Log, deadline: float | None = None,
                   on_estimate: Callable[[float], None] | None = None) -> FitResult:
-    """Train ``cfg.teacher.ensemble`` networks; returns a :class:`Teacher` in ``res.model``.
+    """Train ``cfg.teacher.ensemble`` networks, then ``cfg.teacher.click_members``
+    click-only ones; returns a :class:`Teacher` in ``res.model``.
 
     ``on_estimate`` gets the first member's seconds-per-epoch estimate after its first batches.
     """
     cfg = ctx.cfg
-    teacher = Teacher(ctx.t_spec, cfg.teacher)
+    extra = 0 if ctx.prep.implicit else cfg.teacher.click_members
+    if cfg.teacher.click_members and ctx.prep.implicit:
+        log("[teacher] implicit data has no click labels: teacher.click_members is ignored")
+    teacher = Teacher(ctx.t_spec, cfg.teacher, click_members=extra)
+    n = len(teacher.rank)
     results = []
-    for i in range(len(teacher.rank)):
-        name = "teacher" if len(teacher.rank) == 1 else f"teacher[{i}]"
+    for i in range(n + extra):
+        click_only = i >= n
+        name = ("teacher" if n == 1 else f"teacher[{i}]") if not click_only else f"teacher_click[{i - n}]"
         res = _train_member(ctx, env, log, deadline, seed=cfg.train.seed + 1000 * i, name=name,
-                            on_estimate=on_estimate if i == 0 else None)
-        teacher.rank[i].load_state_dict(res.best_states.get("rank", res.model.state_dict()))
-        teacher.click[i].load_state_dict(res.best_states.get("click", teacher.rank[i].state_dict()))
+                            on_estimate=on_estimate if i == 0 else None, click_only=click_only)
+        if not click_only:
+            teacher.rank[i].load_state_dict(res.best_states.get("rank", res.model.state_dict()))
+        teacher.click[i].load_state_dict(res.best_states.get("click", res.model.state_dict()))
         for row in res.history:
             row["member"] = i
         results.append(res)
@@ -108,7 +115,7 @@ def train_teacher(ctx: Context, env: DistEnv, log: Log, deadline: float | None =
 
 
 def _train_member(ctx: Context, env: DistEnv, log: Log, deadline: float | None, seed: int, name: str,
-                  on_estimate: Callable[[float], None] | None = None) -> FitResult:
+                  on_estimate: Callable[[float], None] | None = None, click_only: bool = False) -> FitResult:
     cfg, tw = ctx.cfg, ctx.cfg.train
     set_seed(seed)
     model = TeacherRanker(ctx.t_spec, cfg.teacher).to(ctx.device)
@@ -140,7 +147,7 @@ def _train_member(ctx: Context, env: DistEnv, log: Log, deadline: float | None, 
             yield loss, {"inter": sampled.detach(), "cat": catalogue.detach(), "click": click.detach()}
 
     n = len(win.batches(tw.teacher_batch, None, env.rank, env.world))
-    tracks = [Track("rank", lambda v: v["ranking"]["ndcg@10"])]
+    tracks = [] if click_only else [Track("rank", lambda v: v["ranking"]["ndcg@10"])]
     if not ctx.prep.implicit:
         tracks.append(Track("click", lambda v: v["ctr"]["auc"]))
     spec = FitSpec(name=name, epochs=tw.epochs, patience=tw.teacher_patience, lr=tw.teacher_lr,

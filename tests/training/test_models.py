@@ -208,3 +208,31 @@ def test_tiny_run_writes_the_run_directory(tiny_run):
         assert (out / f).exists()
     # Epoch-based by default: no wall-clock budget recorded.
     assert json.loads((out / "config.json").read_text())["train"]["max_minutes"] is None
+
+
+def test_click_members_join_only_the_click_average(tmp_path):
+    """teacher.click_members adds click-only networks: the click logit averages all of them,
+    the interaction logit stays the members', and a checkpoint rebuilds the same teacher."""
+    from kdaliens.training.checkpoint import load_model, save_checkpoint
+    from kdaliens.training.loop import DistEnv
+    from kdaliens.training.teacher_loop import train_teacher
+
+    cfg = merge(tiny_config(), sets=["teacher.click_members=1", "train.teacher_batch=64"])
+    c = Context(load_prepared("movielens-100k"), cfg)
+    res = train_teacher(c, DistEnv(), lambda s: None)
+    t = res.model
+    assert len(t.rank) == 1 and len(t.click) == 2
+    assert sorted({r["member"] for r in res.history}) == [0, 1]
+    d = c.prep.ctr["val"]
+    req = c.tensors(teacher_requests(c.prep, c.t_enc, d["user"][:8], d["start"][:8], d["n_past"][:8], d["ts"][:8],
+                                     d["item"][:8, None].repeat(3, 1), gaps=c.gaps))
+    with torch.no_grad():
+        out = t(req)
+        each = [net(req)["click"] for net in t.click]
+        torch.testing.assert_close(out["click"], (each[0] + each[1]) / 2)
+        torch.testing.assert_close(out["interaction"], t.rank[0](req, with_click=False)["interaction"])
+        assert not torch.allclose(each[0], each[1])  # independently seeded
+    save_checkpoint(tmp_path / "teacher.pt", "teacher", cfg, c.t_spec, t.state_dict())
+    back, _, _, _ = load_model(tmp_path / "teacher.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(back(req)["click"], out["click"])

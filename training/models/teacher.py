@@ -31,7 +31,8 @@ Two ways in, computing the same function:
 
 :class:`Teacher` is what a run ships: the network snapshot with the best validation
 NDCG@10 answers ``interaction``, the one with the best validation AUC answers
-``click``; with ``ensemble`` > 1 it averages several such pairs.
+``click``; with ``ensemble`` > 1 it averages several such pairs, and the click answer
+also averages ``click_members`` independently seeded click-only networks.
 
 History inputs (from the SDK's encoder): ``hist_<item field>``, ``hist_event``,
 ``hist_gap`` (time since the previous event, bucketized with the spec's time-gap
@@ -267,17 +268,19 @@ class Teacher(nn.Module):
     """What a run ships: per member, the ranking snapshot and the click snapshot.
 
     ``rank[i]`` is member i at its best validation NDCG@10, ``click[i]`` at its best
-    validation AUC. ``interaction`` is the mean of the ranking snapshots' logits,
-    ``click`` the mean of the click snapshots'.
+    validation AUC; ``click`` has ``cfg.click_members`` more networks after the
+    members' (trained for the click head only). ``interaction`` is the mean of the
+    ranking snapshots' logits, ``click`` the mean of the click snapshots'.
     """
 
-    def __init__(self, spec: FeatureSpec, cfg: TeacherConfig):
+    def __init__(self, spec: FeatureSpec, cfg: TeacherConfig, click_members: int | None = None):
         super().__init__()
         self.spec = spec
         self.cfg = cfg
         n = max(1, int(cfg.ensemble))
+        extra = cfg.click_members if click_members is None else click_members
         self.rank = nn.ModuleList(TeacherRanker(spec, cfg) for _ in range(n))
-        self.click = nn.ModuleList(TeacherRanker(spec, cfg) for _ in range(n))
+        self.click = nn.ModuleList(TeacherRanker(spec, cfg) for _ in range(n + extra))
 
     def forward(self, batch: dict[str, torch.Tensor], with_click: bool = True) -> dict[str, torch.Tensor]:
         outs = [m(batch, with_click=False) for m in self.rank]
