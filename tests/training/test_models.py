@@ -170,7 +170,7 @@ def test_model_inputs_equal_sdk_encoder_arrays(ctx):
                              cands)
     t_req = teacher_requests(prep, ctx.t_enc, r["user"][rows], r["start"][rows], r["n_past"][rows], r["ts"][rows],
                              cands)
-    for enc, req, keys in ((ctx.s_enc, s_req, None), (ctx.t_enc, t_req, None)):
+    for enc, req, _keys in ((ctx.s_enc, s_req, None), (ctx.t_enc, t_req, None)):
         for j, b in enumerate(rows):
             s, n = r["start"][b], r["n_past"][b]
             events = [{"item_id": prep.item_ids[prep.ev_item[e]], "ts": prep.ev_ts[e],
