@@ -283,9 +283,29 @@ class _Store:
         _OPEN_STORES.add(self)
         conn = self._conn()
         with self._errors("open"):
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            _ensure_schema(conn, self.path)
+            mode = self._retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            self._retry_busy(lambda: _ensure_schema(conn, self.path))
         self.journal_mode = str(mode).lower()
+
+    def _retry_busy(self, step):
+        """Run one opening step, retrying SQLITE_BUSY until busy_timeout has passed.
+
+        SQLite skips the busy handler where waiting could deadlock: two processes that
+        both hold a read lock on a fresh file and both ask to switch it to WAL. One of
+        them gets "database is locked" at once; trying again after the other has
+        finished is the documented remedy.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        pause = 0.005
+        while True:
+            try:
+                return step()
+            except sqlite3.OperationalError as e:
+                msg = str(e)
+                if not ("locked" in msg or "busy" in msg) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     def _open_connection(self) -> sqlite3.Connection:
         try:

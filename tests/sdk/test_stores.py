@@ -498,6 +498,56 @@ def test_two_writer_processes(tmp_path):
             assert [e["item_id"] for e in events] == [str(i) for i in range(500)] + [f"batch{i}" for i in range(100)]
 
 
+_OPENER_CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    from kdaliens.sdk.stores import BehaviorLog
+    folder, user, trials = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    print("ready", flush=True)
+    for t in range(trials):
+        while not os.path.exists(os.path.join(folder, f"go{t}")):
+            time.sleep(0.0002)
+        # every child switches the same fresh file to WAL at once
+        with BehaviorLog(os.path.join(folder, f"fresh{t}.db")) as log:
+            log.append(user, t, ts=1.0)
+    print("done", flush=True)
+    """
+)
+
+
+def test_processes_opening_one_fresh_file_at_once(tmp_path):
+    # SQLite answers "database is locked" at once, without waiting, to one of two
+    # processes that switch a fresh file to WAL together; opening must retry, not fail.
+    trials, n = 20, 6
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPENER_CHILD, str(tmp_path), f"p{k}", str(trials)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(n)
+    ]
+    try:
+        for c in children:
+            assert c.stdout.readline().strip() == "ready", c.stderr.read()
+        for t in range(trials):
+            (tmp_path / f"go{t}").touch()
+            time.sleep(0.05)
+        for c in children:
+            out, err = c.communicate(timeout=120)
+            assert c.returncode == 0, err
+            assert out.strip() == "done"
+    finally:
+        for c in children:
+            if c.poll() is None:
+                c.kill()
+                c.wait()
+    for t in range(trials):
+        with BehaviorLog(tmp_path / f"fresh{t}.db") as log:
+            assert log.users() == [f"p{k}" for k in range(n)]
+
+
 # --------------------------------------------------------------------------------------
 # Schema
 
