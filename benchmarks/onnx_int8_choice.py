@@ -23,9 +23,21 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from kdaliens.export.check import random_requests, score_agreement
 from kdaliens.export.exportable import load_exportable
-from kdaliens.export.onnx import METHODS, example_requests, export_to_onnx, ort_session, score_parity, time_runs
+from kdaliens.export.latency import time_runs
+from kdaliens.export.targets.onnx import METHODS, export_to_onnx, ort_session
 from kdaliens.training import metrics as M
+
+
+def _runner(session):
+    """One onnxruntime session as a request -> {"score", "click"} callable."""
+
+    def run(request):
+        score, click = session.run(["score", "click"], request)
+        return {"score": score, "click": click}
+
+    return run
 
 
 def _auc(session, real) -> float:
@@ -48,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
     exp = load_exportable(args.run, "int8")
     # Parity and timing requests differ from the calibration requests (other seed).
-    checks = example_requests(exp, n=args.requests, n_cand=args.candidates, seed=1)
+    checks = random_requests(exp, n=args.requests, n_cand=args.candidates, seed=1)
     real, calibration = None, None
     if args.auc:
         from kdaliens.export.parity import load_requests
@@ -62,9 +74,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             out = Path(tmp) / form
             info = export_to_onnx(exp, out, quantize="none" if form == "fp32" else "int8", calibration=calibration,
                                   method=None if form == "fp32" else form, log=lambda s: None)
-            sessions[form] = ort_session(out / info["model_file"], threads=args.threads)
-            results[form] = score_parity(exp, sessions[form], checks)
-            results[form]["size_kb"] = (out / info["model_file"]).stat().st_size / 1024
+            session = sessions[form] = ort_session(out / info.model_file, threads=args.threads)
+            results[form] = score_agreement(exp, _runner(session), checks)
+            results[form]["size_kb"] = (out / info.model_file).stat().st_size / 1024
             if real is not None:
                 results[form]["test_auc"] = _auc(sessions[form], real)
     if real is not None:
@@ -79,12 +91,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     req = checks[0]
     wall: dict[str, list[np.ndarray]] = {f: [] for f in sessions}
     cpu: dict[str, list[np.ndarray]] = {f: [] for f in sessions}
-    for sess in sessions.values():
-        time_runs(sess, req, 200)  # warm-up
+    runners = {form: _runner(sess) for form, sess in sessions.items()}
+    for run in runners.values():
+        time_runs(run, req, 200)  # warm-up
     chunk = 100
     for _ in range(max(1, args.runs // chunk)):
-        for form, sess in sessions.items():
-            w, c = time_runs(sess, req, chunk)
+        for form, run in runners.items():
+            w, c = time_runs(run, req, chunk)
             wall[form].append(w)
             cpu[form].append(c)
     for form in sessions:

@@ -9,46 +9,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kdaliens.sdk.backends import backend_for_target, get_backend
-from kdaliens.sdk.errors import InputError
+from kdaliens.sdk.backends import get_backend
+from kdaliens.sdk.names import Quantization
 
 from .bundle import staging_dir, write_bundle
+from .check import self_check
 from .exportable import Exportable, load_exportable
-from .parity import check_parity, load_requests, torch_runner
+from .parity import Requests, check_parity, load_requests, torch_runner
+from .targets import ExportConfig, LoweredModel, get_target
 
 
-def _lower(target: str, exp: Exportable, staging: Path, quantize: str, max_candidates: int, requests,
-           buckets: tuple[int, ...] | None, log: Callable[[str], None]) -> dict[str, Any]:
-    if target == "executorch":
-        from .executorch import export_to_executorch
-
-        calib = requests.as_tuples(exp.input_names, limit=256)
-        return export_to_executorch(exp, staging, quantize, max_candidates, calibration=calib, log=log)
-    if target == "onnx":
-        from .onnx import export_to_onnx
-
-        return export_to_onnx(exp, staging, quantize, max_candidates, calibration=requests.inputs[:256], log=log)
-    if target == "tflite":
-        from .litert import DEFAULT_BUCKETS, export_to_litert
-
-        buckets = buckets or DEFAULT_BUCKETS
-        return export_to_litert(exp, staging, quantize, buckets=tuple(b for b in buckets if b <= max_candidates)
-                                or (max_candidates,), log=log)
-    raise InputError(f"unknown target {target!r}; choose executorch, onnx or tflite")
-
-
-def export_bundle(run_dir: str | Path, target: str, out: str | Path, quantize: str = "int8",
+def export_bundle(run_dir: str | Path, target: str | ExportConfig, out: str | Path, quantize: str = "int8",
                   max_candidates: int = 512, tolerance: float = 0.002, buckets: tuple[int, ...] | None = None,
                   parity_limit: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Export the run's student for ``target``, check parity in the real runtime, write the bundle.
+    """Export the run's student for ``target``, check it in the real runtime, write the bundle.
 
     Args:
         run_dir: a ``kdaliens-train`` run directory.
-        target: ``executorch``, ``onnx`` or ``tflite``.
+        target: ``executorch``, ``onnx`` or ``litert`` (``tflite`` is an alias), or an
+            :class:`~kdaliens.export.targets.ExportConfig` (then the options below are ignored).
         out: the bundle directory (replaced atomically if it exists).
         quantize: ``int8`` (default) or ``none``.
         max_candidates: the most candidates one model call takes (LiteRT: largest bucket).
         tolerance: the largest AUC drop of the exported model against the reference.
+        buckets: LiteRT's candidate buckets (default: 16, 64, 128, 256, 512).
         parity_limit: score only this many test requests (all by default).
 
     Returns:
@@ -57,54 +41,80 @@ def export_bundle(run_dir: str | Path, target: str, out: str | Path, quantize: s
     Raises:
         ParityError: the exported model lost more than ``tolerance`` AUC (nothing written).
     """
-    t0 = time.perf_counter()
-    run_dir, out = Path(run_dir), Path(out)
-    if target not in ("executorch", "onnx", "tflite"):
-        raise InputError(f"unknown target {target!r}; choose executorch, onnx or tflite")
-    if max_candidates < 2:
-        raise InputError("max_candidates must be >= 2")
-    log(f"[export] {target}, quantize={quantize}, from {run_dir}")
-    exp = load_exportable(run_dir, quantize)
-    requests = load_requests(run_dir, exp, "test", limit=parity_limit)
-    implicit = _is_implicit(run_dir, exp)
-    staging = staging_dir(out)
-    try:
-        res = _lower(target, exp, staging, quantize, max_candidates, requests, buckets, log)
-        sig = res["signature"]
-        backend = get_backend(backend_for_target(target))(staging / res["model_file"], {"signature": sig}, threads=1)
-        reference = res.get("reference") or exp.module
-        log(f"[export] parity: scoring {len(requests.inputs):,} test requests with the runtime and the reference")
-        parity = check_parity(torch_runner(reference, exp.input_names), backend.run, requests, tolerance,
-                              implicit=implicit,
-                              reference_name="pytorch int8 (PT2E)" if "reference" in res and quantize == "int8"
-                              else "pytorch fp32")
-        del backend
-        metrics_path = run_dir / "metrics.json"
+    config = target if isinstance(target, ExportConfig) else ExportConfig(
+        target, quantize, max_candidates, tolerance, parity_limit, buckets)
+    return _Export(Path(run_dir), config, Path(out), log).run()
+
+
+class _Export:
+    """One export: lower, self-check and parity-check through the SDK backend, write."""
+
+    def __init__(self, run_dir: Path, config: ExportConfig, out: Path, log: Callable[[str], None]):
+        self.run_dir, self.config, self.out, self.log = run_dir, config, out, log
+        self.target = get_target(config.target)
+
+    def run(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        cfg = self.config
+        self.log(f"[export] {cfg.target.value}, quantize={cfg.quantize.value}, from {self.run_dir}")
+        exp = load_exportable(self.run_dir, cfg.quantize.value)
+        requests = load_requests(self.run_dir, exp, "test", limit=cfg.parity_limit)
+        staging = staging_dir(self.out)
+        try:
+            lowered = self.target.lower(exp, cfg, requests.inputs, staging, self.log)
+            check, parity = self._checks(exp, lowered, staging, requests)
+            manifest = self._manifest(exp, lowered, check, parity)
+            manifest["export"]["seconds"] = round(time.perf_counter() - t0, 1)
+            write_bundle(self.out, staging, manifest)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        size = (self.out / manifest["model_file"]).stat().st_size
+        self.log(f"[export] wrote {self.out}: {manifest['model_file']} {size / 1024:.1f} KB; parity max|diff| "
+                 f"{parity['max_abs_diff']:.3g}, AUC {parity['auc_exported']:.4f} vs reference "
+                 f"{parity['auc_reference']:.4f}; {time.perf_counter() - t0:.0f}s")
+        return manifest
+
+    def _checks(self, exp: Exportable, lowered: LoweredModel, staging: Path, requests: Requests
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The same two checks for every target, through the backend a device would use."""
+        backend = get_backend(self.target.backend)(
+            staging / lowered.model_file, {"signature": lowered.signature}, threads=1)
+        try:
+            check = self_check(exp, backend.run, self.config.quantize == Quantization.INT8,
+                               lowered.check_candidates, lowered.signature["max_candidates"])
+            self.log(f"[export] self-check vs torch fp32: max |score diff| {check['max_abs_score_diff']:.2e}, "
+                     f"min Spearman {check['min_spearman']:.4f}")
+            self.log(f"[export] parity: scoring {len(requests.inputs):,} test requests with the runtime and the "
+                     "reference")
+            reference = lowered.reference if lowered.reference is not None else exp.module
+            parity = check_parity(torch_runner(reference, exp.input_names), backend.run, requests,
+                                  self.config.tolerance, implicit=_is_implicit(self.run_dir, exp),
+                                  reference_name=lowered.reference_name)
+        finally:
+            del backend
+        return check, parity
+
+    def _manifest(self, exp: Exportable, lowered: LoweredModel, check: dict[str, Any], parity: dict[str, Any]
+                  ) -> dict[str, Any]:
+        metrics_path = self.run_dir / "metrics.json"
         source_metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-        manifest = {
-            "target": target,
-            "quantization": quantize,
-            "model_file": res["model_file"],
-            "artifacts": {f: "" for f in res["files"]},
-            "signature": sig,
+        export: dict[str, Any] = {"quantization": lowered.quantization, "self_check": check}
+        if lowered.delegation is not None:
+            export["delegation"] = lowered.delegation
+        return {
+            "target": self.config.target.value,
+            "quantization": self.config.quantize.value,
+            "model_file": lowered.model_file,
+            "artifacts": {f: "" for f in lowered.files},
+            "signature": lowered.signature,
             "feature_spec": exp.spec.to_dict(),
-            "history_sampler": exp.spec.history.to_dict(),
             "parity": parity,
-            "source": {"run_dir": str(run_dir.resolve()), "checkpoint": Path(exp.source_checkpoint).name,
+            "source": {"run_dir": str(self.run_dir.resolve()), "checkpoint": Path(exp.source_checkpoint).name,
                        "metrics": source_metrics},
-            "export": {k: v for k, v in res.items() if k in ("quantization", "delegation")},
+            "export": export,
             "kdaliens_version": _version(),
         }
-        manifest["export"]["seconds"] = round(time.perf_counter() - t0, 1)
-        write_bundle(out, staging, manifest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    size = sum((out / f).stat().st_size for f in manifest["artifacts"] if f == manifest["model_file"])
-    log(f"[export] wrote {out}: {manifest['model_file']} {size / 1024:.1f} KB; parity max|diff| "
-        f"{parity['max_abs_diff']:.3g}, AUC {parity['auc_exported']:.4f} vs reference {parity['auc_reference']:.4f}; "
-        f"{time.perf_counter() - t0:.0f}s")
-    return manifest
 
 
 def _is_implicit(run_dir: Path, exp: Exportable) -> bool:

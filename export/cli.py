@@ -1,6 +1,8 @@
 """``kdaliens-export``: lower a run's student to an ExecuTorch, ONNX or LiteRT bundle.
 
-    kdaliens-export --target executorch --run runs/ml100k --out bundles/executorch [--quantize int8|none]
+    kdaliens-export --target executorch|onnx|litert --run runs/ml100k --out bundles/executorch [--quantize int8|none]
+
+``tflite`` is accepted as another name for ``litert``.
 """
 
 from __future__ import annotations
@@ -9,15 +11,17 @@ import argparse
 import sys
 
 from kdaliens.sdk.errors import KdaliensError
+from kdaliens.sdk.names import Quantization, TargetName
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kdaliens-export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target", required=True, choices=["executorch", "onnx", "tflite"])
+    p.add_argument("--target", required=True, choices=TargetName.choices(aliases=True),
+                   help="where the bundle runs (tflite: another name for litert)")
     p.add_argument("--run", required=True, help="run directory written by kdaliens-train")
     p.add_argument("--out", required=True, help="bundle directory to write (replaced atomically)")
-    p.add_argument("--quantize", default="int8", choices=["int8", "none"], help="default: int8")
+    p.add_argument("--quantize", default="int8", choices=Quantization.choices(), help="default: int8")
     p.add_argument("--max-candidates", type=int, default=512,
                    help="most candidates per model call; the SDK chunks longer lists (default 512)")
     p.add_argument("--tolerance", type=float, default=0.002,
@@ -30,10 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .api import export_bundle
+    from .targets import ExportConfig
 
     try:
-        export_bundle(args.run, args.target, args.out, quantize=args.quantize, max_candidates=args.max_candidates,
-                      tolerance=args.tolerance, parity_limit=args.parity_limit)
+        config = ExportConfig(args.target, args.quantize, max_candidates=args.max_candidates,
+                              tolerance=args.tolerance, parity_limit=args.parity_limit)
+        export_bundle(args.run, config, args.out)
     except KdaliensError as e:
         print(f"kdaliens-export: error: {e}", file=sys.stderr)
         return 2

@@ -5,10 +5,8 @@ student: one request (one user, N candidates) in, ``score`` (interaction logits,
 ranking score) and ``click`` (probability of a click given an interaction) out. Every
 target (``executorch.py``, ``onnx.py``, ``litert.py``) lowers this same module.
 
-Device inputs, in order (:func:`kdaliens.training.quantize.student_input_names`):
-``user_<field>`` (1,) or (1, W); ``hist_<item field>`` (1, L) or (1, L, W);
-``hist_event``, ``hist_time_gap`` (1, L); ``hist_mask`` (1, L) float32 1/0;
-``cand_<item field>`` (1, N) or (1, N, W). Ids are int64 (int32 for LiteRT).
+Device inputs, in order: :class:`kdaliens.sdk.signature.ModelSignature` (the one place
+they are derived). Ids are int64 (int32 for LiteRT); ``hist_mask`` is float32 1/0.
 """
 
 from __future__ import annotations
@@ -22,12 +20,11 @@ from torch import nn
 
 from kdaliens.sdk.errors import InputError
 from kdaliens.sdk.features import FeatureSpec
+from kdaliens.sdk.signature import ModelSignature
 from kdaliens.training.checkpoint import load_model, read_checkpoint
 from kdaliens.training.config import RunConfig
 from kdaliens.training.models.student import StudentRanker
-from kdaliens.training.quantize import StudentGraphIO, snap_embeddings, student_input_names, swap_embeddings
-
-OUTPUT_NAMES = ("score", "click")
+from kdaliens.training.quantize import StudentGraphIO, snap_embeddings, swap_embeddings
 
 
 class DeviceStudent(nn.Module):
@@ -37,12 +34,12 @@ class DeviceStudent(nn.Module):
         super().__init__()
         self.inner = inner
         self.spec = spec
-        self.input_names = student_input_names(spec)
+        self.is_id = [i.is_id for i in ModelSignature.from_spec(spec).inputs]
 
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         args = []
-        for name, t in zip(self.input_names, tensors):
-            args.append(t > 0.5 if name == "hist_mask" else t.to(torch.long))
+        for is_id, t in zip(self.is_id, tensors):
+            args.append(t.to(torch.long) if is_id else t > 0.5)
         inter, click, _ = self.inner(*args)
         return inter, torch.sigmoid(click)
 
@@ -79,63 +76,44 @@ def row_quantized(exp: Exportable) -> Exportable:
 
 @dataclass
 class Exportable:
-    """A student ready to lower: module, spec, names, example inputs, source metrics."""
+    """A student ready to lower: module, spec, signature, source checkpoint and metrics."""
 
     module: DeviceStudent
     spec: FeatureSpec
     config: RunConfig
-    input_names: list[str]
-    output_names: list[str]
     source_checkpoint: str
     source_metrics: dict[str, Any] = field(default_factory=dict)
-    qat_state: dict[str, torch.Tensor] | None = None
+    signature: ModelSignature = field(init=False)
 
-    def input_specs(self, n_cand: int | str, id_dtype: str = "int64") -> list[dict[str, Any]]:
-        """Name, dtype and shape of each input (``n_cand`` may be a symbolic name)."""
-        L = self.spec.history.length
-        out = []
-        for name in self.input_names:
-            if name == "hist_mask":
-                out.append({"name": name, "dtype": "float32", "shape": [1, L]})
-                continue
-            if name.startswith("user_"):
-                f = next(f for f in self.spec.user_fields if "user_" + f.name == name)
-                shape: list[Any] = [1]
-            elif name.startswith("cand_"):
-                f = self.spec.item_field(name[5:])
-                shape = [1, n_cand]
-            else:
-                f = self.spec.item_field(name[5:]) if name[5:] not in ("event", "time_gap") else None
-                shape = [1, L]
-            if f is not None and f.kind == "multi":
-                shape.append(f.width)
-            out.append({"name": name, "dtype": id_dtype, "shape": shape})
-        return out
+    def __post_init__(self) -> None:
+        self.signature = ModelSignature.from_spec(self.spec)
+
+    @property
+    def input_names(self) -> list[str]:
+        return self.signature.names
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.signature.outputs)
+
+    @property
+    def student(self) -> StudentRanker:
+        """The eager student inside the device wrappers (its layers name the recipe's exceptions)."""
+        return self.module.inner.student
 
     def example_inputs(self, n_cand: int = 4, id_dtype: torch.dtype = torch.long, seed: int = 0
                        ) -> tuple[torch.Tensor, ...]:
         """Valid random inputs (ids within each field's cardinality, a half-full history)."""
         g = torch.Generator().manual_seed(seed)
         out = []
-        for s in self.input_specs(n_cand):
-            shape = tuple(s["shape"])
-            if s["name"] == "hist_mask":
+        for spec, shape in zip(self.signature.inputs, self.signature.shapes(n_cand)):
+            if not spec.is_id:
                 m = torch.zeros(shape)
                 m[..., shape[-1] // 2:] = 1.0
                 out.append(m)
                 continue
-            card = self._cardinality(s["name"])
-            out.append(torch.randint(1, card, shape, generator=g).to(id_dtype))
+            out.append(torch.randint(1, spec.cardinality, shape, generator=g).to(id_dtype))
         return tuple(out)
-
-    def _cardinality(self, name: str) -> int:
-        if name.startswith("user_"):
-            return next(f for f in self.spec.user_fields if "user_" + f.name == name).cardinality
-        if name == "hist_event":
-            return self.spec.event_field.cardinality
-        if name == "hist_time_gap":
-            return self.spec.time_gap_field.cardinality
-        return self.spec.item_field(name[5:]).cardinality
 
 
 def load_exportable(run_dir: str | Path, quantize: str = "int8") -> Exportable:
@@ -155,7 +133,7 @@ def load_exportable(run_dir: str | Path, quantize: str = "int8") -> Exportable:
     if not kd.exists():
         raise InputError(f"{run_dir}: no student_kd.pt; run kdaliens-train --out {run_dir} first")
     student, cfg, spec, extra = load_model(kd)
-    source, metrics, qat_state = kd, extra.get("metrics", {}), None
+    source, metrics = kd, extra.get("metrics", {})
     if quantize == "int8" and qat.exists():
         payload = read_checkpoint(qat)
         qat_state = payload["state_dict"]
@@ -172,6 +150,4 @@ def load_exportable(run_dir: str | Path, quantize: str = "int8") -> Exportable:
         source, metrics = qat, payload["extra"].get("metrics", {})
     student.eval()
     module = DeviceStudent(StudentGraphIO(student), spec).eval()
-    return Exportable(module=module, spec=spec, config=cfg, input_names=student_input_names(spec),
-                      output_names=list(OUTPUT_NAMES), source_checkpoint=str(source), source_metrics=metrics,
-                      qat_state=qat_state)
+    return Exportable(module=module, spec=spec, config=cfg, source_checkpoint=str(source), source_metrics=metrics)

@@ -67,6 +67,22 @@ def teacher_requests_for(prep: Prepared, teacher_spec, n_cand: int, n_req: int =
     return [to_torch({k: v[b:b + 1] for k, v in batch.items()}) for b in range(len(rows))]
 
 
+def time_runs(fn: Callable[[Any], Any], request: Any, runs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Wall and thread-CPU nanoseconds of ``runs`` calls of ``fn(request)``.
+
+    A runtime on one intra-op thread computes on the calling thread, so the CPU time
+    leaves out the time the thread waited for a core (a busy, shared machine).
+    """
+    wall, cpu = np.empty(runs), np.empty(runs)
+    clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
+    for i in range(runs):
+        t0, c0 = clock(), cpu_clock()
+        fn(request)
+        cpu[i] = cpu_clock() - c0
+        wall[i] = clock() - t0
+    return wall, cpu
+
+
 def time_calls(fn: Callable[[Any], Any], reqs: Sequence[Any], repeats: int, warmup: int = 50) -> dict[str, float]:
     """p50/p90/p99/mean in microseconds of ``fn(req)``, cycling through ``reqs``."""
     for i in range(warmup):

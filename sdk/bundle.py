@@ -20,11 +20,15 @@ from typing import Any
 
 from .errors import BundleError, InputError
 from .features import FeatureSpec
+from .names import Quantization, TargetName
+from .signature import ModelSignature
 
 FORMAT_VERSION = 1
-TARGETS = ("executorch", "onnx", "tflite")
+TARGETS = tuple(TargetName.choices(aliases=True))  # "tflite": bundles written before the target was "litert"
+# The history sampler's settings are ``feature_spec.history`` (older bundles also
+# repeat them as ``history_sampler``; nothing reads that copy).
 REQUIRED_KEYS = ("format_version", "target", "quantization", "model_file", "artifacts", "signature", "feature_spec",
-                 "history_sampler", "parity", "source")
+                 "parity", "source")
 
 
 def sha256_file(path: Path) -> str:
@@ -46,7 +50,7 @@ def validate_manifest(m: Any) -> list[str]:
         problems.append(f"format_version {m['format_version']!r} is not supported (this SDK reads {FORMAT_VERSION})")
     if m["target"] not in TARGETS:
         problems.append(f"target {m['target']!r} not in {TARGETS}")
-    if m["quantization"] not in ("int8", "none"):
+    if m["quantization"] not in Quantization.choices():
         problems.append(f"quantization {m['quantization']!r} is not int8 or none")
     arts = m["artifacts"]
     if not isinstance(arts, dict) or m["model_file"] not in arts:
@@ -62,8 +66,8 @@ def validate_manifest(m: Any) -> list[str]:
         problems.append("signature needs inputs, outputs and max_candidates")
     else:
         for i in sig["inputs"]:
-            if not isinstance(i, dict) or not {"name", "dtype", "shape"} <= set(i):
-                problems.append(f"signature input {i!r} needs name, dtype and shape")
+            if not isinstance(i, dict) or not {"name", "role", "dtype", "shape"} <= set(i):
+                problems.append(f"signature input {i!r} needs name, role, dtype and shape")
         if [o.get("name") for o in sig["outputs"]] != ["score", "click"]:
             problems.append("signature outputs must be score, click")
     if not isinstance(m["parity"], dict):
@@ -123,11 +127,18 @@ class Bundle:
             spec = FeatureSpec.from_dict(manifest["feature_spec"])
         except InputError as e:
             raise BundleError(f"{mpath}: bad feature_spec ({e})") from e
+        ModelSignature.from_spec(spec).check_manifest(manifest["signature"], str(mpath))
         return cls(path=path, manifest=manifest, spec=spec)
 
     @property
-    def target(self) -> str:
-        return self.manifest["target"]
+    def target(self) -> TargetName:
+        """Where the bundle runs (``tflite`` in older manifests reads as ``litert``)."""
+        return TargetName.parse(self.manifest["target"])
+
+    @property
+    def signature(self) -> ModelSignature:
+        """The model's inputs and outputs, derived from the feature spec (checked against the manifest)."""
+        return ModelSignature.from_spec(self.spec)
 
     @property
     def quantization(self) -> str:

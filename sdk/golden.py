@@ -54,6 +54,7 @@ from .features import (
 )
 from .history import HistorySampler, HistorySpec
 from .ranker import Ranker
+from .signature import ModelSignature, Role
 
 __all__ = ["FAKE_SCORE", "GOLDEN_FORMAT", "GOLDEN_VERSION", "build_golden", "write_golden"]
 
@@ -211,36 +212,16 @@ def _minimal_spec() -> FeatureSpec:
     )
 
 
-def _signature(spec: FeatureSpec, id_dtype: str, max_candidates: int) -> dict[str, Any]:
-    """The input signature an export of ``spec`` has (see kdaliens.export.exportable)."""
-    L = spec.history.length
-    inputs: list[dict[str, Any]] = []
-    for f in spec.user_fields:
-        inputs.append({"name": "user_" + f.name, "dtype": id_dtype, "shape": [1] + ([f.width] if f.kind == "multi" else [])})
-    for name in spec.history_item_fields or ():
-        f = spec.item_field(name)
-        inputs.append({"name": "hist_" + name, "dtype": id_dtype, "shape": [1, L] + ([f.width] if f.kind == "multi" else [])})
-    inputs.append({"name": "hist_event", "dtype": id_dtype, "shape": [1, L]})
-    inputs.append({"name": "hist_time_gap", "dtype": id_dtype, "shape": [1, L]})
-    inputs.append({"name": "hist_mask", "dtype": "float32", "shape": [1, L]})
-    for f in spec.item_fields:
-        inputs.append({"name": "cand_" + f.name, "dtype": id_dtype,
-                       "shape": [1, "n_cand"] + ([f.width] if f.kind == "multi" else [])})
-    return {"inputs": inputs, "max_candidates": max_candidates, "method": "forward",
-            "outputs": [{"name": n, "dtype": "float32", "shape": [1, "n_cand"]} for n in ("score", "click")]}
-
-
 def _synthetic_bundle(base: Bundle, spec: FeatureSpec, id_dtype: str, max_candidates: int) -> Bundle:
-    target, model_file = ("tflite", "model.tflite") if id_dtype == "int32" else ("executorch", "model.pte")
+    target, model_file = ("litert", "model.tflite") if id_dtype == "int32" else ("executorch", "model.pte")
     manifest = {
         "format_version": 1,
         "target": target,
         "quantization": "none",
         "model_file": model_file,
         "artifacts": {model_file: "0" * 64},
-        "signature": _signature(spec, id_dtype, max_candidates),
+        "signature": ModelSignature.from_spec(spec).to_manifest(id_dtype, max_candidates),
         "feature_spec": spec.to_dict(),
-        "history_sampler": spec.history.to_dict(),
         "parity": {"max_abs_diff": 0.0, "auc_reference": 0.5, "auc_exported": 0.5},
         "source": {},
     }
@@ -452,7 +433,7 @@ def _ranker(bundle: Bundle, seed: int | None) -> tuple[Ranker, _Recorder]:
         bundle = Bundle(path=bundle.path, manifest=bundle.manifest, spec=spec)
     else:  # a fresh spec: no lookup memo shared with another case
         bundle = Bundle(path=bundle.path, manifest=bundle.manifest, spec=FeatureSpec.from_dict(bundle.spec.to_dict()))
-    rec = _Recorder(bundle.manifest, "cand_" + bundle.spec.item_id_field)
+    rec = _Recorder(bundle.manifest, bundle.signature.input_for(Role.CANDIDATE, bundle.spec.item_id_field).name)
     return Ranker(bundle, rec), rec
 
 

@@ -32,11 +32,12 @@ from .backends.base import Backend
 from .bundle import Bundle
 from .errors import InputError, KdaliensError
 from .features import FeatureEncoder, normalize_token
-from .stores import ItemCache
+from .names import BackendName
+from .readers import VersionedItemReader
 
 logger = logging.getLogger("kdaliens.sdk")
 
-BACKEND_NAMES = ("auto", "executorch", "onnxruntime", "litert")
+BACKEND_NAMES = ("auto", *BackendName.choices())
 MAX_ENCODED_ITEMS = 1_000_000  # encoded item rows kept between calls (about 100 MB at most)
 
 
@@ -54,10 +55,24 @@ class RankedList(list):
         self.meta = meta or {}
 
 
+_VERSIONED: dict[type, bool] = {}
+
+
+def _is_versioned(cache: Any) -> bool:
+    """isinstance(cache, VersionedItemReader), memoized per class (a Protocol check costs
+    microseconds, and rerank asks on every call)."""
+    kind = type(cache)
+    known = _VERSIONED.get(kind)
+    if known is None:
+        known = _VERSIONED[kind] = isinstance(cache, VersionedItemReader)
+    return known
+
+
 class _EncodedItems:
     """Each cached item's encoded ids, kept between calls so rerank encodes only new items.
 
-    Valid for one :class:`~kdaliens.sdk.stores.ItemCache` at one :meth:`generation`
+    Valid for one :class:`~kdaliens.sdk.readers.VersionedItemReader` (an
+    :class:`~kdaliens.sdk.stores.ItemCache`) at one ``generation``
     (any upsert or eviction, by any process, starts over). Items that expire by TTL
     (without a write) are caught per row through their upsert time. Rows are
     ``encode_items`` output, which encodes each item on its own, so gathering memoized
@@ -114,8 +129,10 @@ class _EncodedItems:
             return self.encoder.encode_items([])
         pos = np.fromiter((self.index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
         known = pos >= 0
-        if known.any() and cache.ttl_seconds is not None:  # expired since they were encoded
-            known[known] = self.updated[pos[known]] > cache._cutoff()
+        if known.any():  # expired since they were encoded
+            cutoff = cache.expired_before()
+            if cutoff > -np.inf:
+                known[known] = self.updated[pos[known]] > cutoff
         miss = np.flatnonzero(~known)
         if len(miss):
             mkeys = [keys[j] for j in miss]
@@ -137,7 +154,8 @@ class Ranker:
         self.encoder = FeatureEncoder(bundle.spec)
         self.spec = bundle.spec
         self.max_candidates = backend.max_candidates
-        self.input_names = backend.input_names
+        self.signature = bundle.signature
+        self.input_names = self.signature.names
         self._id_field = self.spec.item_id_field
         self._items = _EncodedItems(self.encoder, self._id_field)
 
@@ -156,8 +174,11 @@ class Ranker:
             BackendUnavailable: the runtime is not installed (the message names the extra).
             InputError: an unknown backend, or one that cannot run this bundle's target.
         """
-        if backend not in BACKEND_NAMES:
-            raise InputError(f"backend must be one of {BACKEND_NAMES}, got {backend!r}")
+        if backend != "auto":
+            try:
+                backend = BackendName.parse(backend, "backend")
+            except InputError:
+                raise InputError(f"backend must be one of {BACKEND_NAMES}, got {backend!r}") from None
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise InputError(f"threads must be a positive int, got {threads!r}")
         b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
@@ -200,24 +221,27 @@ class Ranker:
     def encode_request(self, history: dict[str, np.ndarray], user: dict[str, np.ndarray],
                        cands: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Model inputs (1, ...) from encoder outputs; candidates are sliced later."""
-        out: dict[str, np.ndarray] = {}
-        for name in self.input_names:
-            if name.startswith("user_"):
-                out[name] = user[name[5:]]
-            elif name.startswith("cand_"):
-                out[name] = cands[name[5:]][None]
-            else:
-                out[name] = history[name][None]
-        return out
+        return self.signature.request(history, user, cands)
 
     def _encode_candidates(self, keys: list[str], cache, synced: bool = False) -> dict[str, np.ndarray]:
-        """Encoded candidate fields; an :class:`ItemCache` gets its encoded rows kept between calls."""
-        if isinstance(cache, ItemCache):
+        """Encoded candidate fields; a :class:`VersionedItemReader` gets its encoded rows kept between calls."""
+        if _is_versioned(cache):
             if not synced:
                 self._items.sync(cache)
             return self._items.encode(keys, cache)
         attrs = cache.get_many(keys) if cache is not None else {}
         return self.encoder.encode_items([{**attrs.get(u, {}), self._id_field: u} for u in keys])
+
+    def _score(self, inputs: dict[str, np.ndarray], n: int, meta: dict[str, Any]) -> np.ndarray:
+        """The model's scores of ``n`` candidates, in chunks of at most ``max_candidates``."""
+        scores = np.empty(n, dtype=np.float64)
+        for s in range(0, n, self.max_candidates):
+            out = self.backend.run(self.signature.slice_candidates(inputs, s, s + self.max_candidates))
+            scores[s:s + self.max_candidates] = np.asarray(out["score"], dtype=np.float64).reshape(-1)
+            meta["chunks"] += 1
+        if not np.isfinite(scores).all():
+            raise FloatingPointError("the model returned non-finite scores")
+        return scores
 
     # ------------------------------------------------------------------ rerank
     def rerank(self, user_id: Any, candidates: Iterable[Any], cache=None, log=None,
@@ -264,7 +288,7 @@ class Ranker:
         events = log.events(user_id, before=float(now)) if log is not None else []
         # Attributes only for the candidates and the history events the sampler keeps;
         # an ItemCache's items are encoded once and kept (see _EncodedItems).
-        kept = isinstance(cache, ItemCache)
+        kept = _is_versioned(cache)
         if kept:
             self._items.sync(cache)  # one generation check per call
             hist = self.encoder.encode_history(events, now=float(now), encoded_items=lambda ids: self._items.encode(
@@ -277,16 +301,8 @@ class Ranker:
         meta["n_history"] = int(hist["hist_mask"].sum())
         inputs = self.encode_request(hist, user, cands)
         t1 = time.perf_counter()
-        scores = np.empty(len(uniq), dtype=np.float64)
         try:
-            for s in range(0, len(uniq), self.max_candidates):
-                chunk = {n: (v[:, s:s + self.max_candidates] if n.startswith("cand_") else v)
-                         for n, v in inputs.items()}
-                out = self.backend.run(chunk)
-                scores[s:s + self.max_candidates] = np.asarray(out["score"], dtype=np.float64).reshape(-1)
-                meta["chunks"] += 1
-            if not np.isfinite(scores).all():
-                raise FloatingPointError("the model returned non-finite scores")
+            scores = self._score(inputs, len(uniq), meta)
         except KdaliensError:
             raise
         except Exception as e:  # a runtime failure must not crash the host app

@@ -6,8 +6,6 @@ is rebuilt from its config and spec, then its weights are loaded.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +14,9 @@ from torch import nn
 
 from kdaliens.sdk.errors import InputError
 from kdaliens.sdk.features import FeatureSpec
+from kdaliens.sdk.fileio import atomic_write
 
-from .config import QuantConfig, RunConfig
+from .config import RunConfig
 
 FORMAT = "kdaliens-checkpoint"
 VERSION = 1
@@ -31,15 +30,7 @@ def save_checkpoint(path: Path, kind: str, cfg: RunConfig, spec: FeatureSpec, st
         raise ValueError(f"kind must be one of {KINDS}")
     payload = {"format": FORMAT, "version": VERSION, "kind": kind, "config": cfg.to_dict(), "spec": spec.to_dict(),
                "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "extra": extra or {}}
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -57,11 +48,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def config_of(payload: dict[str, Any]) -> RunConfig:
-    """The run config of a checkpoint; ones from before ``quant`` existed get the legacy recipe."""
-    cfg = RunConfig.from_dict(payload["config"])
-    if "quant" not in payload["config"]:
-        cfg.quant = QuantConfig.legacy()
-    return cfg
+    """The run config of a checkpoint (keys it lacks take their defaults)."""
+    return RunConfig.from_dict(payload["config"])
 
 
 def load_model(path: Path) -> tuple[nn.Module, RunConfig, FeatureSpec, dict[str, Any]]:

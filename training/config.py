@@ -196,11 +196,6 @@ class QuantConfig:
             raise InputError(f"quant.large_table_scale_dtype must be 'float16' or 'float32', "
                              f"got {self.large_table_scale_dtype!r}")
 
-    @classmethod
-    def legacy(cls) -> QuantConfig:
-        """What runs written before this config existed used: every table int8, fp32 scales."""
-        return cls(table_bits=8, large_table_bits=8, large_table_scale_dtype="float32")
-
     def table(self, rows: int) -> tuple[int, str]:
         """(bits, scale dtype) of a table with ``rows`` rows."""
         if rows >= self.large_table_rows:
@@ -282,11 +277,7 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
-    """Everything a run needs. ``data`` is a DataConfig dict, ``split`` a SplitConfig dict.
-
-    A checkpoint whose config has no ``quant`` block predates :class:`QuantConfig`;
-    :func:`kdaliens.training.checkpoint.load_model` gives it :meth:`QuantConfig.legacy`.
-    """
+    """Everything a run needs. ``data`` is a DataConfig dict, ``split`` a SplitConfig dict."""
 
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from kdaliens.sdk.fileio import atomic_write
 
 from .checkpoint import load_model, save_checkpoint
 from .config import RunConfig
@@ -52,11 +53,7 @@ BUDGET = {"teacher": 0.62, "student_plain": 0.12, "student_kd": 0.12, "student_k
 
 def write_json(path: Path, obj: Any) -> None:
     """Atomic JSON write (temporary file, then rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True, default=float)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True, default=float))
 
 
 def param_count(model: nn.Module) -> int:
@@ -133,6 +130,19 @@ class _Run:
             reuse = obj[0]
         self.reuse = reuse
 
+    def log_estimate(self, teacher_epoch: float, student_epoch: float) -> None:
+        """The whole run's worst case, once the teacher's first batches are timed."""
+        cfg, train = self.cfg, self.cfg.train
+        n = cfg.teacher.ensemble + (0 if self.ctx.prep.implicit else cfg.teacher.click_members)
+        parts = {"teacher": n * teacher_epoch * train.epochs, "student_plain": student_epoch * train.epochs,
+                 "student_kd": KD_EPOCH_COST * student_epoch * train.epochs,
+                 "student_kd_int8": QAT_EPOCH_COST * student_epoch * train.qat_epochs}
+        todo = {k: v for k, v in parts.items() if not self.reuse[k]}
+        self.log(f"[run] per epoch: teacher ~{teacher_epoch:.0f}s, student ~{student_epoch:.0f}s, distilled student "
+                 f"~{KD_EPOCH_COST * student_epoch:.0f}s, int8 QAT ~{QAT_EPOCH_COST * student_epoch:.0f}s; the whole "
+                 f"run at most ~{sum(todo.values()) / 60:.0f} min plus evaluation ({train.epochs} epochs each, "
+                 f"{train.qat_epochs} for QAT); early stopping usually ends each model well before")
+
     def deadline(self, name: str) -> float | None:
         """The opt-in budget's end for ``name`` (None: train to early stopping)."""
         if self.cfg.train.max_minutes is None:
@@ -188,7 +198,30 @@ def run(data: str, out: str | Path, config: RunConfig | None = None, epochs: int
         >>> m = run("movielens-100k", "runs/tiny", tiny_config())   # doctest: +SKIP
         >>> m["student_kd"]["ranking_full"]["ndcg@10"]               # doctest: +SKIP
     """
-    cfg = config or RunConfig()
+    cfg = _configure(config or RunConfig(), epochs, seed)
+    env = env or init_distributed()
+    if not env.main:
+        log = lambda msg: None  # noqa: E731  (only rank 0 talks)
+    out = Path(out)
+    if env.main:
+        out.mkdir(parents=True, exist_ok=True)
+    R = _Run(data, out, cfg, env, force, log)
+    log(f"[run] device {R.ctx.device}, {torch.get_num_threads()} threads, seed {cfg.train.seed}; "
+        + (f"time budget {cfg.train.max_minutes} min (--max-minutes): models stop when their share runs out"
+           if cfg.train.max_minutes is not None else "epoch-based: every model trains to early stopping"))
+    _train_models(R, env, log)
+    if env.main:
+        log(format_table(R.metrics))
+        log(f"total {time.perf_counter() - R.t_start:.0f}s; wrote {out}")
+    if env.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return R.metrics
+
+
+def _configure(cfg: RunConfig, epochs: int | None, seed: int | None) -> RunConfig:
+    """Apply ``--epochs``/``--seed`` and the process-wide torch settings the config asks for."""
     if epochs is not None:
         cfg.train.epochs = int(epochs)
     if seed is not None:
@@ -198,37 +231,20 @@ def run(data: str, out: str | Path, config: RunConfig | None = None, epochs: int
     if cfg.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
-    env = env or init_distributed()
-    if not env.main:
-        log = lambda msg: None  # noqa: E731  (only rank 0 talks)
-    out = Path(out)
-    if env.main:
-        out.mkdir(parents=True, exist_ok=True)
-    R = _Run(data, out, cfg, env, force, log)
-    ctx = R.ctx
-    log(f"[run] device {ctx.device}, {torch.get_num_threads()} threads, seed {cfg.train.seed}; "
-        + (f"time budget {cfg.train.max_minutes} min (--max-minutes): models stop when their share runs out"
-           if cfg.train.max_minutes is not None else "epoch-based: every model trains to early stopping"))
+    return cfg
+
+
+def _train_models(R: _Run, env: DistEnv, log: Callable[[str], None]) -> None:
+    """Teacher, plain student, distilled student, int8 student, each reused when its inputs are."""
+    ctx, cfg, out = R.ctx, R.cfg, R.out
     student_eval = lambda m: evaluate_student(m, ctx, "test", full=True)  # noqa: E731
     student_epoch = probe_student_epoch(ctx) if env.main else 0.0
-
-    def whole_run(teacher_epoch: float) -> None:
-        tw = cfg.train
-        n = cfg.teacher.ensemble + (0 if ctx.prep.implicit else cfg.teacher.click_members)
-        parts = {"teacher": n * teacher_epoch * tw.epochs, "student_plain": student_epoch * tw.epochs,
-                 "student_kd": KD_EPOCH_COST * student_epoch * tw.epochs,
-                 "student_kd_int8": QAT_EPOCH_COST * student_epoch * tw.qat_epochs}
-        todo = {k: v for k, v in parts.items() if not R.reuse[k]}
-        log(f"[run] per epoch: teacher ~{teacher_epoch:.0f}s, student ~{student_epoch:.0f}s, distilled student "
-            f"~{KD_EPOCH_COST * student_epoch:.0f}s, int8 QAT ~{QAT_EPOCH_COST * student_epoch:.0f}s; the whole run "
-            f"at most ~{sum(todo.values()) / 60:.0f} min plus evaluation ({tw.epochs} epochs each, {tw.qat_epochs} "
-            f"for QAT); early stopping usually ends each model well before")
-
     # 1. Teacher.
     if R.reuse["teacher"]:
         teacher = R.load("teacher")
     else:
-        res = train_teacher(ctx, env, log, R.deadline("teacher"), on_estimate=whole_run)
+        res = train_teacher(ctx, env, log, R.deadline("teacher"),
+                            on_estimate=lambda t: R.log_estimate(t, student_epoch))
         teacher = res.model
         R.record("teacher", teacher, res, lambda m: evaluate_teacher(m, ctx, "test", full=True), False, "teacher",
                  teacher.state_dict(), ctx.t_spec)
@@ -257,11 +273,3 @@ def run(data: str, out: str | Path, config: RunConfig | None = None, epochs: int
             R.metrics["student_kd_int8"]["params"] = R.metrics["student_kd"]["params"]
             R.metrics["student_kd_int8"]["size_bytes"] = size_bytes(student_kd, int8=True, recipe=cfg.quant)
             write_json(out / "metrics.json", R.metrics)
-    if env.main:
-        log(format_table(R.metrics))
-        log(f"total {time.perf_counter() - R.t_start:.0f}s; wrote {out}")
-    if env.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-    return R.metrics

@@ -1,13 +1,14 @@
-"""int8 for the student: the quantizer config, QAT graph preparation and conversion.
+"""int8 for the student: the grid, QAT graph preparation and conversion. No runtime needed.
 
-Export (``kdaliens.export``) uses the same functions, so the graph QAT trained is the
-graph that ships:
+QAT fakes one runtime-neutral grid (:class:`Int8Grid`); each exporter stores it with its
+runtime's recipe (``kdaliens.export.recipes``, checked to annotate the same graph), so
+the grid QAT trained is the grid that ships:
 
-* linear layers: int8 per-channel symmetric weights and int8 activations, from the
-  XNNPACK quantizer — except the output layer, whose logits keep full precision (int8
-  logits would tie many candidates and cost ranking quality);
-* element-wise add/mul/cat and the attention matmuls stay fp32 (XNNPACK runs them in
-  fp32 either way);
+* linear layers: int8 per-channel symmetric weights and int8 activations, except the
+  output layer, whose logits keep full precision (int8 logits would tie many candidates
+  and cost ranking quality);
+* element-wise add/mul/cat and the attention matmuls stay fp32 (the device runtimes run
+  them in fp32 either way);
 * embedding tables: weight-only, symmetric, one scale per row; int8, except tables with
   many rows (the item-id table), which are 4-bit with fp16 scales by default
   (:class:`~kdaliens.training.config.QuantConfig`). QAT trains them through fake
@@ -17,20 +18,20 @@ graph that ships:
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from kdaliens.sdk.signature import ModelSignature
 
 from .models.student import StudentRanker
 
 
 def student_input_names(spec) -> list[str]:
     """Positional input order of the student graph (and of exported bundles)."""
-    names = ["user_" + f.name for f in spec.user_fields]
-    names += ["hist_" + n for n in spec.history_item_fields or ()]
-    names += ["hist_event", "hist_time_gap", "hist_mask"]
-    names += ["cand_" + f.name for f in spec.item_fields]
-    return names
+    return ModelSignature.from_spec(spec).names
 
 
 class StudentGraphIO(nn.Module):
@@ -51,24 +52,9 @@ def example_inputs(spec, B: int = 2, N: int = 3) -> tuple[torch.Tensor, ...]:
 
     B and N are at least 2 so that torch.export keeps them dynamic.
     """
-    L = spec.history.length
-    out = []
-    for name in student_input_names(spec):
-        if name == "hist_mask":
-            t = torch.ones(B, L, dtype=torch.bool)
-        elif name.startswith("user_"):
-            f = next(f for f in spec.user_fields if "user_" + f.name == name)
-            t = torch.ones((B,) + ((f.width,) if f.kind == "multi" else ()), dtype=torch.long)
-        elif name.startswith("cand_"):
-            f = spec.item_field(name[5:])
-            t = torch.ones((B, N) + ((f.width,) if f.kind == "multi" else ()), dtype=torch.long)
-        elif name in ("hist_event", "hist_time_gap"):
-            t = torch.ones(B, L, dtype=torch.long)
-        else:
-            f = spec.item_field(name[5:])
-            t = torch.ones((B, L) + ((f.width,) if f.kind == "multi" else ()), dtype=torch.long)
-        out.append(t)
-    return tuple(out)
+    sig = ModelSignature.from_spec(spec)
+    return tuple(torch.ones(shape, dtype=torch.long if i.is_id else torch.bool)
+                 for i, shape in zip(sig.inputs, sig.shapes(N, batch=B)))
 
 
 def export_student_graph(student: StudentRanker):
@@ -78,12 +64,8 @@ def export_student_graph(student: StudentRanker):
     io = StudentGraphIO(student).eval()
     ex = example_inputs(student.spec)
     b, n = Dim("batch", min=1, max=65536), Dim("n_cand", min=1, max=65536)
-    shapes = []
-    for name, _t in zip(io.input_names, ex):
-        if name.startswith("cand_"):
-            shapes.append({0: b, 1: n})
-        else:
-            shapes.append({0: b})
+    cand = set(ModelSignature.from_spec(student.spec).candidate_names)
+    shapes = [{0: b, 1: n} if name in cand else {0: b} for name in io.input_names]
     # forward(*tensors): the varargs form one tuple argument.
     return torch.export.export(io, ex, dynamic_shapes=(tuple(shapes),)), io.input_names
 
@@ -214,13 +196,28 @@ def table_bytes(rows: int, dim: int, bits: int, scale_dtype: str) -> int:
     return rows * ((dim * bits + 7) // 8) + rows * (2 if scale_dtype == "float16" else 4)
 
 
-def student_quantizer(student: StudentRanker, is_qat: bool):
-    """XNNPACK quantizer limited to the student's hidden linear layers (see module doc)."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
+@dataclass(frozen=True)
+class Int8Grid:
+    """The int8 grid of the student's hidden linear layers, named without a runtime.
 
+    Weights: int8 symmetric per output channel in ``[-127, 127]``; activations (each hidden
+    layer's input and output): int8 per tensor, affine, in ``[-128, 127]``; scales no
+    smaller than ``eps``. The output layer keeps fp32 logits, and a ReLU right after a
+    hidden layer shares that layer's output grid. Training's QAT fakes this grid
+    (:func:`grid_quantizer`); each exporter stores it with its runtime's own recipe
+    (``kdaliens.export.recipes``), which must describe the same grid.
+    """
+
+    weight_range: tuple[int, int] = (-127, 127)
+    activation_range: tuple[int, int] = (-128, 127)
+    eps: float = 2**-12
+
+
+INT8_GRID = Int8Grid()
+
+
+def hidden_linear_filter(student: StudentRanker) -> Callable[[torch.fx.Node], bool]:
+    """Nodes of the student's hidden Linear (and ReLU) layers: what the int8 grid covers."""
     output_layer = f"student.head.{len(student.head) - 1}"
 
     def hidden_linear(node: torch.fx.Node) -> bool:
@@ -231,37 +228,105 @@ def student_quantizer(student: StudentRanker, is_qat: bool):
         is_output = name == output_layer or name.endswith("." + output_layer)
         return str(kind).endswith(("Linear", "ReLU")) and not is_output
 
-    class HiddenLinearQuantizer(XNNPACKQuantizer):
-        # The XNNPACK cat/add annotators do not honour set_filter_function (they would
-        # quantize the int64 id tensors the student concatenates), so annotations outside
-        # the hidden linear layers are dropped after the fact.
+    return hidden_linear
+
+
+def scalars_to_tensors(model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Turn each Python-number operand of an add or mul into a 0-d float32 buffer.
+
+    The graph every PT2E int8 flow quantizes (XNNPACK's does the same before annotating),
+    so QAT trains the graph the exporters lower: an ``x * 0.5`` computes ``x * tensor(0.5)``.
+    """
+    from torchao.quantization.pt2e.utils import get_new_attr_name_with_prefix
+
+    for node in model.graph.nodes:
+        if node.op != "call_function" or node.target not in (torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor):
+            continue
+        args = []
+        for arg in node.args:
+            if isinstance(arg, torch.fx.Node):
+                args.append(arg)
+                continue
+            name = get_new_attr_name_with_prefix("_tensor_constant_")(model)
+            value = torch.tensor(float(arg))
+            model.register_buffer(name, value)
+            with model.graph.inserting_before(node):
+                const = model.graph.create_node("get_attr", name, (), {})
+            const.meta["val"] = node.meta["val"].fake_mode.from_tensor(value, static_shapes=True)
+            args.append(const)
+        node.args = tuple(args)
+    model.recompile()
+    return model
+
+
+def grid_quantizer(student: StudentRanker, is_qat: bool, grid: Int8Grid = INT8_GRID):
+    """A torchao PT2E quantizer that annotates exactly :class:`Int8Grid` (no runtime needed)."""
+    from torchao.quantization.pt2e import (
+        FusedMovingAvgObsFakeQuantize,
+        HistogramObserver,
+        MovingAveragePerChannelMinMaxObserver,
+        PerChannelMinMaxObserver,
+    )
+    from torchao.quantization.pt2e.quantizer import (
+        QuantizationAnnotation,
+        QuantizationSpec,
+        Quantizer,
+        SharedQuantizationSpec,
+    )
+
+    if is_qat:
+        act_ctr = FusedMovingAvgObsFakeQuantize.with_args(eps=grid.eps)
+        weight_ctr = FusedMovingAvgObsFakeQuantize.with_args(eps=grid.eps, observer=MovingAveragePerChannelMinMaxObserver)
+    else:
+        act_ctr = HistogramObserver.with_args(eps=grid.eps)
+        weight_ctr = PerChannelMinMaxObserver.with_args(eps=grid.eps)
+    act = QuantizationSpec(dtype=torch.int8, quant_min=grid.activation_range[0], quant_max=grid.activation_range[1],
+                           qscheme=torch.per_tensor_affine, is_dynamic=False, observer_or_fake_quant_ctr=act_ctr)
+    weight = QuantizationSpec(dtype=torch.int8, quant_min=grid.weight_range[0], quant_max=grid.weight_range[1],
+                              qscheme=torch.per_channel_symmetric, ch_axis=0, is_dynamic=False,
+                              observer_or_fake_quant_ctr=weight_ctr)
+    hidden = hidden_linear_filter(student)
+
+    class GridQuantizer(Quantizer):
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            model = super().annotate(model)
             for node in model.graph.nodes:
-                if "quantization_annotation" in node.meta and not hidden_linear(node):
-                    del node.meta["quantization_annotation"]
+                if node.op == "call_function" and node.target == torch.ops.aten.linear.default and hidden(node):
+                    inputs = {node.args[0]: act, node.args[1]: weight}
+                    if len(node.args) > 2 and node.args[2] is not None:
+                        inputs[node.args[2]] = None  # the bias stays fp32
+                    node.meta["quantization_annotation"] = QuantizationAnnotation(
+                        input_qspec_map=inputs, output_qspec=act, _annotated=True)
+            for node in model.graph.nodes:  # a ReLU shares its hidden layer's output grid
+                prev = node.args[0] if node.args else None
+                if (node.op == "call_function" and node.target == torch.ops.aten.relu.default and hidden(node)
+                        and isinstance(prev, torch.fx.Node) and "quantization_annotation" in prev.meta
+                        and prev.meta["quantization_annotation"].output_qspec is not None):
+                    shared = SharedQuantizationSpec(prev)
+                    node.meta["quantization_annotation"] = QuantizationAnnotation(
+                        input_qspec_map={prev: shared}, output_qspec=shared, _annotated=True)
             return model
 
-    q = HiddenLinearQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat))
-    q.set_filter_function(hidden_linear)
-    return q
+        def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            return scalars_to_tensors(model)
+
+        def validate(self, model: torch.fx.GraphModule) -> None:
+            pass
+
+    return GridQuantizer()
 
 
-def prepare_qat_graph(student: StudentRanker, recipe=None):
-    """Export the student and insert int8 fake quantization (QAT).
+def prepare_qat_graph(student: StudentRanker, recipe):
+    """Export the student and insert int8 fake quantization (QAT) on :data:`INT8_GRID`.
 
-    With ``recipe`` (a QuantConfig) the embedding tables are read through
-    :class:`FakeQuantEmbedding` and keep training on their grid; without it they are
-    used as they are (the graph of checkpoints written before tables trained in QAT,
-    whose tables were snapped and frozen: fake quantization of those is the identity).
+    The embedding tables are read through :class:`FakeQuantEmbedding` on the grid of
+    ``recipe`` (a QuantConfig) and keep training there.
     """
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    if recipe is not None:
-        student = copy.deepcopy(student)
-        fake_quantize_embeddings(student, recipe)
+    student = copy.deepcopy(student)
+    fake_quantize_embeddings(student, recipe)
     ep, names = export_student_graph(student)
-    prepared = prepare_qat_pt2e(ep.module(), student_quantizer(student, is_qat=True))
+    prepared = prepare_qat_pt2e(ep.module(), grid_quantizer(student, is_qat=True))
     prepared.input_names = names
     return prepared, names
 

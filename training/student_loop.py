@@ -176,10 +176,10 @@ def _fit_student(name: str, objective: StudentObjective, ctx: Context, env: Dist
 
 def qat_student(student: StudentRanker, ctx: Context, env: DistEnv, log: Log, signals: TeacherSignals | None,
                 deadline: float | None = None) -> FitResult:
-    """Fine-tune with int8 fake quantization (PT2E QAT, XNNPACK config), then convert.
+    """Fine-tune with int8 fake quantization (PT2E QAT on the runtime-neutral Int8Grid), then convert.
 
-    Linear layers get per-channel symmetric int8 weights and int8 activations (the
-    XNNPACK quantizer); embedding tables train through per-row fake quantization (int8,
+    Linear layers get per-channel symmetric int8 weights and int8 activations
+    (:class:`~kdaliens.training.quantize.Int8Grid`); embedding tables train through per-row fake quantization (int8,
     or 4-bit for large tables; ``cfg.quant``), the grid the exporters store. The
     returned model is the converted (quantized) graph, so its metrics are the int8 model's own.
     QAT runs on the CPU (the PT2E graph is captured there); the result is a CPU model.
@@ -187,13 +187,16 @@ def qat_student(student: StudentRanker, ctx: Context, env: DistEnv, log: Log, si
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
 
     cfg = ctx.cfg
-    set_seed(cfg.train.seed + 4)
     cpu_ctx = ctx if ctx.device.type == "cpu" else ctx.on_cpu()
     if signals is not None and signals.device.type != "cpu":
         signals = signals.to(torch.device("cpu"))
     student = copy.deepcopy(student).cpu().eval()
     tables = snap_embeddings(student, cfg.quant, freeze=False)  # start on the grid; they keep training
     prepared, _names = prepare_qat_graph(student, cfg.quant)
+    # Seeded after the graph is prepared: a quantizer's pattern matching may draw random
+    # numbers (ExecuTorch's XNNPACK annotators trace example patterns on torch.randn), and
+    # the int8 student must not depend on which quantizer drew how many.
+    set_seed(cfg.train.seed + 4)
     distill = DistillLoss(cfg.distill, cfg.student.dim, cfg.teacher.dim) if signals is not None else None
     objective = StudentObjective(prepared, distill, cfg.train)
     kinds = sorted({f"{b}-bit/{'fp16' if d == 'float16' else 'fp32'} scales" for _, b, d in tables})

@@ -9,21 +9,21 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailable, InputError
+from ..errors import BackendUnavailable
+from ..names import BackendName
+from ..signature import Role
 
-# backend name -> (module, class, bundle target it runs, pip extra that installs it)
-BACKENDS: dict[str, tuple[str, str, str, str]] = {
-    "executorch": ("executorch", "ExecuTorchBackend", "executorch", "kdaliens[executorch]"),
-    "onnxruntime": ("onnxruntime", "OnnxRuntimeBackend", "onnx", "kdaliens[onnxruntime]"),
-    "litert": ("litert", "LiteRTBackend", "tflite", "kdaliens[litert]"),
+# backend name -> (module, class, pip extra that installs it)
+BACKENDS: dict[BackendName, tuple[str, str, str]] = {
+    BackendName.EXECUTORCH: ("executorch", "ExecuTorchBackend", "kdaliens[executorch]"),
+    BackendName.ONNXRUNTIME: ("onnxruntime", "OnnxRuntimeBackend", "kdaliens[onnxruntime]"),
+    BackendName.LITERT: ("litert", "LiteRTBackend", "kdaliens[litert]"),
 }
 
 
-def backend_for_target(target: str) -> str:
-    for name, (_, _, t, _) in BACKENDS.items():
-        if t == target:
-            return name
-    raise InputError(f"no backend runs bundle target {target!r}")
+def backend_for_target(target: str) -> BackendName:
+    """The backend that runs bundles of ``target`` (``tflite`` is read as ``litert``)."""
+    return BackendName.for_target(target)
 
 
 class Backend:
@@ -47,6 +47,8 @@ class Backend:
         sig = manifest["signature"]
         self.input_names: list[str] = [i["name"] for i in sig["inputs"]]
         self.input_dtypes: dict[str, np.dtype] = {i["name"]: np.dtype(i["dtype"]) for i in sig["inputs"]}
+        # The inputs of dimension (1, N, ...): every candidate field (ModelSignature's roles).
+        self.candidate_names: list[str] = [i["name"] for i in sig["inputs"] if i.get("role") == Role.CANDIDATE]
         self.max_candidates: int = int(sig["max_candidates"])
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -60,9 +62,7 @@ class Backend:
 
 def get_backend(name: str) -> type[Backend]:
     """The backend class; raises BackendUnavailable naming the extra when its runtime is missing."""
-    if name not in BACKENDS:
-        raise InputError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)} or 'auto'")
-    module, cls, _, _ = BACKENDS[name]
+    module, cls, _ = BACKENDS[BackendName.parse(name, "backend")]
     # Our backend modules import their runtime lazily, in the constructor.
     mod = importlib.import_module(f"{__package__}.{module}")
     return getattr(mod, cls)
@@ -70,6 +70,6 @@ def get_backend(name: str) -> type[Backend]:
 
 def unavailable(name: str, err: BaseException) -> BackendUnavailable:
     """The error a backend raises when its runtime cannot be imported."""
-    extra = BACKENDS[name][3]
+    extra = BACKENDS[BackendName.parse(name)][2]
     return BackendUnavailable(f"backend {name!r} needs a runtime that is not installed ({err}); "
                               f"install it with: pip install '{extra}'")

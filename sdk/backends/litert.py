@@ -69,9 +69,9 @@ class LiteRTBackend(Backend):
         names = sig.get("tensor_names") or {}
         self._in_names: dict[str, str] = dict(names.get("inputs") or {n: n for n in self.input_names})
         self._out_names: dict[str, str] = dict(names.get("outputs") or {"score": "score", "click": "click"})
-        self._cand = [n for n in self.input_names if n.startswith("cand_")]
+        self._cand = self.candidate_names
         if not self._cand:
-            raise BundleError(f"{self.model_path}: the manifest signature has no cand_* input")
+            raise BundleError(f"{self.model_path}: the manifest signature has no candidate input")
         try:
             self._interpreter = Interpreter(model_path=str(self.model_path), num_threads=max(1, self.threads))
             available = self._interpreter.get_signature_list()

@@ -16,9 +16,9 @@ import torch
 
 from kdaliens.export.api import export_bundle
 from kdaliens.export.bundle import sha256_file, validate_manifest
-from kdaliens.export.executorch import export_to_executorch
 from kdaliens.export.exportable import load_exportable
 from kdaliens.export.parity import ParityError, check_parity, load_requests, torch_runner
+from kdaliens.export.targets import ExportConfig, get_target
 from kdaliens.sdk.backends.executorch import ExecuTorchBackend
 from kdaliens.sdk.errors import BundleError
 
@@ -73,7 +73,8 @@ def test_manifest_schema_and_hashes(bundles):
         assert validate_manifest(m) == []
         for f, h in m["artifacts"].items():
             assert sha256_file(bundle / f) == h
-        assert m["feature_spec"]["history"] == m["history_sampler"]
+        assert "history_sampler" not in m  # the sampler's settings are feature_spec.history, stated once
+        assert all(i["shape"][1] == "history" for i in m["signature"]["inputs"] if i["role"] == "history")
         assert set(m["source"]["metrics"]) >= {"teacher", "student_kd", "student_kd_int8"}
         assert "model.etrecord" in m["artifacts"]
     bad = dict(m)
@@ -92,8 +93,9 @@ def test_parity_gate_refuses_scrambled_weights(tiny_run, tmp_path):
     with torch.no_grad():
         for p in broken.module.parameters():
             p.copy_(p[torch.randperm(p.shape[0])] if p.dim() > 0 else p)
-    res = export_to_executorch(broken, tmp_path / "broken", "none", 64, log=lambda s: None)
-    backend = ExecuTorchBackend(tmp_path / "broken" / res["model_file"], {"signature": res["signature"]})
+    res = get_target("executorch").lower(broken, ExportConfig("executorch", "none", 64), [], tmp_path / "broken",
+                                         log=lambda s: None)
+    backend = ExecuTorchBackend(tmp_path / "broken" / res.model_file, {"signature": res.signature})
     with pytest.raises(ParityError, match="below the reference"):
         check_parity(reference, backend.run, requests, tolerance=0.002)
 
@@ -147,7 +149,7 @@ def test_packed_tables_run_exactly_in_the_runtime(bits, scale_dtype, tmp_path):
     from executorch.exir import to_edge_transform_and_lower
     from executorch.runtime import Runtime
 
-    from kdaliens.export.executorch import PackedEmbedding
+    from kdaliens.export.targets.executorch import PackedEmbedding
     from kdaliens.training.quantize import dequantize_table, quantize_table
 
     g = torch.Generator().manual_seed(bits)

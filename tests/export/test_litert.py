@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ pytest.importorskip("ai_edge_quantizer")
 
 import torch  # noqa: E402
 
+from kdaliens.export import check  # noqa: E402
 from kdaliens.sdk.errors import BundleError, InputError  # noqa: E402
 
 BUCKETS = (16, 64, 128)
@@ -34,11 +36,11 @@ def litert_run(tiny_run):
 
 def _export(run_dir: Path, out: Path, quantize: str):
     from kdaliens.export.exportable import load_exportable
-    from kdaliens.export.litert import export_to_litert
+    from kdaliens.export.targets.litert import export_to_litert
 
     exp = load_exportable(run_dir, quantize)
     result = export_to_litert(exp, out, quantize=quantize, buckets=BUCKETS, log=lambda s: None)
-    return exp, result, out / result["model_file"]
+    return exp, result, out / result.model_file
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,7 @@ def _backend(model: Path, result, threads: int = 1):
     from kdaliens.sdk.backends.litert import LiteRTBackend
 
     # Through JSON, as a bundle's manifest.json would deliver it (bucket keys become strings).
-    manifest = json.loads(json.dumps({"signature": result["signature"]}))
+    manifest = json.loads(json.dumps({"signature": result.signature}))
     return LiteRTBackend(model, manifest, threads=threads)
 
 
@@ -70,28 +72,25 @@ def _torch(exp, tensors) -> tuple[np.ndarray, np.ndarray]:
     return score.numpy(), click.numpy()
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
 def test_signature_describes_buckets_and_int32_ids(fp32):
     exp, result, fp32_model = fp32
-    sig = result["signature"]
-    assert result["files"] == ["model.tflite"] and fp32_model.name == "model.tflite"
+    sig = result.signature
+    assert result.files == ["model.tflite"] and fp32_model.name == "model.tflite"
     assert sig["max_candidates"] == 128 and sig["candidate_buckets"] == [16, 64, 128]
     assert sig["signature_keys"] == {16: "n16", 64: "n64", 128: "n128"}
     assert [i["name"] for i in sig["inputs"]] == exp.input_names
     for spec in sig["inputs"]:
         assert spec["dtype"] == ("float32" if spec["name"] == "hist_mask" else "int32"), spec
-        if spec["name"].startswith("cand_"):
+        if spec["role"] == "candidate":
             assert spec["shape"][1] == "n_cand"
     assert [o["name"] for o in sig["outputs"]] == ["score", "click"]
     # Our names map onto the names the converter gave the signature tensors.
     assert set(sig["tensor_names"]["inputs"]) == set(exp.input_names)
     assert set(sig["tensor_names"]["outputs"]) == {"score", "click"}
-    assert result["quantization"]["method"] == "none"
-    assert result["quantization"]["parity"]["max_abs_score_diff"] < 1e-4
+    assert result.quantization["method"] == "none"
+    assert result.check_candidates == BUCKETS  # the export's self-check runs every signature
+    backend = _backend(fp32_model, result)
+    assert check.self_check(exp, backend.run, False, result.check_candidates)["max_abs_score_diff"] < 1e-4
     assert not [p for p in fp32_model.parent.iterdir() if p.name != "model.tflite"], "temporary files left behind"
 
 
@@ -141,7 +140,7 @@ def test_candidate_count_outside_buckets(fp32):
     with pytest.raises(InputError, match="largest bucket"):
         backend.run(_request(exp, 129, seed=0)[1])
     _, arrays = _request(exp, 5, seed=0)
-    cand = next(n for n in exp.input_names if n.startswith("cand_"))
+    cand = exp.signature.candidate_names[0]
     arrays[cand] = arrays[cand][:, :4]  # candidate inputs disagree on N
     with pytest.raises(InputError):
         backend.run(arrays)
@@ -154,7 +153,7 @@ def test_int8_keeps_the_ranking(int8, fp32):
     # 100 candidates can swap only between near-ties. The bounds leave 5x margin.
     exp, result, int8_model = int8
     fp32_model = fp32[2]
-    assert result["quantization"]["method"] == "weight_only_wi8_afp32"
+    assert result.quantization["method"] == "weight_only_wi8_afp32"
     backend = _backend(int8_model, result)
     worst_diff, worst_rho = 0.0, 1.0
     for seed in range(5):
@@ -162,7 +161,7 @@ def test_int8_keeps_the_ranking(int8, fp32):
         out = backend.run(arrays)
         ref, _ = _torch(exp, tensors)
         worst_diff = max(worst_diff, float(np.abs(out["score"] - ref).max()))
-        worst_rho = min(worst_rho, _spearman(out["score"][0], ref[0]))
+        worst_rho = min(worst_rho, check.spearman(out["score"][0], ref[0]))
     assert worst_diff < 0.1, worst_diff
     assert worst_rho > 0.99, worst_rho
     assert int8_model.stat().st_size < fp32_model.stat().st_size
@@ -185,16 +184,16 @@ def test_truncated_or_garbage_file_is_a_bundle_error(fp32, tmp_path):
 
 def test_manifest_that_does_not_match_the_model(fp32):
     _, result, fp32_model = fp32
-    wrong = json.loads(json.dumps(result))
-    wrong["signature"]["signature_keys"] = {"32": "n16"}
+    wrong = SimpleNamespace(**json.loads(json.dumps({"signature": result.signature})))
+    wrong.signature["signature_keys"] = {"32": "n16"}
     with pytest.raises(BundleError, match="n16"):
         _backend(fp32_model, wrong)
-    wrong = json.loads(json.dumps(result))
-    wrong["signature"]["signature_keys"]["256"] = "n256"
+    wrong = SimpleNamespace(**json.loads(json.dumps({"signature": result.signature})))
+    wrong.signature["signature_keys"]["256"] = "n256"
     with pytest.raises(BundleError, match="n256"):
         _backend(fp32_model, wrong)
-    wrong = json.loads(json.dumps(result))
-    wrong["signature"]["inputs"][0]["dtype"] = "int64"
+    wrong = SimpleNamespace(**json.loads(json.dumps({"signature": result.signature})))
+    wrong.signature["inputs"][0]["dtype"] = "int64"
     with pytest.raises(BundleError, match="int64"):
         _backend(fp32_model, wrong)
 
@@ -202,7 +201,7 @@ def test_manifest_that_does_not_match_the_model(fp32):
 def test_no_runtime_names_the_extra(fp32, tmp_path):
     _, result, fp32_model = fp32
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({"signature": result["signature"]}))
+    manifest.write_text(json.dumps({"signature": result.signature}))
     code = textwrap.dedent(f"""
         import json, sys
         sys.modules["ai_edge_litert"] = None
@@ -222,7 +221,8 @@ def test_no_runtime_names_the_extra(fp32, tmp_path):
 
 
 def test_bad_arguments_and_atomic_write(fp32, tmp_path):
-    from kdaliens.export import litert
+    from kdaliens.export.targets import litert
+    from kdaliens.sdk.fileio import atomic_write
 
     exp, _, _ = fp32
     with pytest.raises(InputError):
@@ -232,6 +232,6 @@ def test_bad_arguments_and_atomic_write(fp32, tmp_path):
     target = tmp_path / "model.tflite"
     target.write_bytes(b"previous")
     with pytest.raises(TypeError):
-        litert._atomic_write(target, object())  # fails mid-write
+        atomic_write(target, object())  # fails mid-write
     assert target.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["model.tflite"]

@@ -20,8 +20,9 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
-from kdaliens.export import onnx as onnx_target  # noqa: E402
+from kdaliens.export import check  # noqa: E402
 from kdaliens.export.exportable import Exportable, load_exportable  # noqa: E402
+from kdaliens.export.targets import onnx as onnx_target  # noqa: E402
 from kdaliens.sdk.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
 from kdaliens.sdk.errors import BundleError, InputError  # noqa: E402
 
@@ -55,11 +56,11 @@ def int8(exp, tmp_path_factory) -> tuple[Path, dict]:
 
 def _backend(export: tuple[Path, dict], threads: int = 1) -> OnnxRuntimeBackend:
     out, info = export
-    return OnnxRuntimeBackend(out / info["model_file"], {"signature": info["signature"]}, threads=threads)
+    return OnnxRuntimeBackend(out / info.model_file, {"signature": info.signature}, threads=threads)
 
 
 def _request(exp: Exportable, n: int, seed: int) -> dict[str, np.ndarray]:
-    return onnx_target.example_requests(exp, n=1, n_cand=n, seed=seed)[0]
+    return check.random_requests(exp, n=1, n_cand=n, seed=seed)[0]
 
 
 def _torch(exp: Exportable, req: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +77,7 @@ def _dims(value_info) -> list:
 def test_fp32_export_writes_one_checked_file_with_the_signature(exp, fp32):
     out, info = fp32
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx"]  # no temporary files left
-    assert info["model_file"] == "model.onnx" and info["files"] == ["model.onnx"]
+    assert info.model_file == "model.onnx" and info.files == ["model.onnx"]
     onnx.checker.check_model(str(out / "model.onnx"), full_check=True)
     model = onnx.load(str(out / "model.onnx"))
     assert [i.name for i in model.graph.input] == exp.input_names
@@ -87,13 +88,13 @@ def test_fp32_export_writes_one_checked_file_with_the_signature(exp, fp32):
             assert isinstance(dims[1], str), f"{vi.name}: candidate dim is not dynamic ({dims})"
         else:
             assert all(isinstance(d, int) for d in dims), f"{vi.name}: history/user dims must stay fixed ({dims})"
-    sig = info["signature"]
-    assert sig["inputs"] == exp.input_specs("n_cand")
+    sig = info.signature
+    assert sig["inputs"] == exp.signature.to_manifest("int64", 256)["inputs"]
     assert sig["outputs"] == [{"name": "score", "dtype": "float32", "shape": [1, "n_cand"]},
                               {"name": "click", "dtype": "float32", "shape": [1, "n_cand"]}]
     assert sig["max_candidates"] == 256
-    assert info["quantization"]["method"] == "none"
-    json.dumps(info)  # goes into manifest.json as is
+    assert info.quantization["method"] == "none"
+    json.dumps({"signature": info.signature, "quantization": info.quantization})  # goes into manifest.json as is
 
 
 @pytest.mark.parametrize("n", [1, 7, 100])
@@ -120,9 +121,8 @@ def test_int8_is_smaller_quantized_and_ranks_like_fp32(exp, fp32, int8):
     out, info = int8
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx"]
     onnx.checker.check_model(str(out / "model.onnx"))
-    q = info["quantization"]
+    q = info.quantization
     assert q["method"] == onnx_target.DEFAULT_METHOD
-    assert q["measured"] == onnx_target.MEASURED and "dynamic" in q["measured"] and "qdq" in q["measured"]
     model = onnx.load(str(out / "model.onnx"))
     ops = {n.op_type for n in model.graph.node}
     assert "MatMulInteger" in ops  # int8 hidden layers really are in the file
@@ -138,21 +138,21 @@ def test_int8_is_smaller_quantized_and_ranks_like_fp32(exp, fp32, int8):
         # int8 per-channel weights (step = 1/127 of each row's range) and dynamically
         # quantized activations perturb each logit by a small fraction of the score
         # spread; what must survive is the order of the candidates.
-        assert onnx_target.spearman(got, ref) > 0.98
+        assert check.spearman(got, ref) > 0.98
         assert np.abs(got - ref).max() < 0.05 * (ref.max() - ref.min())
         assert len(set(np.argsort(-ref)[:10]) & set(np.argsort(-got)[:10])) >= 8
 
 
 def test_qdq_method_with_caller_calibration(exp, tmp_path):
-    calib = onnx_target.example_requests(exp, n=8, n_cand=(2, 64), seed=7)
+    calib = check.random_requests(exp, n=8, n_cand=(2, 64), seed=7)
     info = onnx_target.export_to_onnx(exp, tmp_path, method="qdq", calibration=calib, log=_quiet)
-    assert info["quantization"]["method"] == "qdq"
+    assert info.quantization["method"] == "qdq"
     ops = {n.op_type for n in onnx.load(str(tmp_path / "model.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     backend = _backend((tmp_path, info))
     req = _request(exp, 100, seed=3)
     got, ref = backend.run(req)["score"].ravel(), _torch(exp, req)[0].ravel()
-    assert onnx_target.spearman(got, ref) > 0.95
+    assert check.spearman(got, ref) > 0.95
 
 
 def test_bad_arguments_are_input_errors(exp, tmp_path):
@@ -187,28 +187,28 @@ def test_corrupt_model_file_raises_bundle_error(fp32, tmp_path, damage):
     bad = tmp_path / "model.onnx"
     bad.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"\x00kdaliens" * 100, "empty": b""}[damage])
     with pytest.raises(BundleError, match="model.onnx"):
-        OnnxRuntimeBackend(bad, {"signature": info["signature"]})
+        OnnxRuntimeBackend(bad, {"signature": info.signature})
 
 
 def test_missing_model_file_raises_bundle_error(fp32, tmp_path):
     with pytest.raises(BundleError, match="missing"):
-        OnnxRuntimeBackend(tmp_path / "model.onnx", {"signature": fp32[1]["signature"]})
+        OnnxRuntimeBackend(tmp_path / "model.onnx", {"signature": fp32[1].signature})
 
 
 def test_signature_mismatch_raises_bundle_error(fp32):
     out, info = fp32
-    sig = dict(info["signature"], inputs=info["signature"]["inputs"] + [{"name": "x", "dtype": "int64",
+    sig = dict(info.signature, inputs=info.signature["inputs"] + [{"name": "x", "dtype": "int64",
                                                                           "shape": [1]}])
     with pytest.raises(BundleError, match="lacks"):
         OnnxRuntimeBackend(out / "model.onnx", {"signature": sig})
-    int32 = [dict(i, dtype="int32") if i["dtype"] == "int64" else i for i in info["signature"]["inputs"]]
+    int32 = [dict(i, dtype="int32") if i["dtype"] == "int64" else i for i in info.signature["inputs"]]
     with pytest.raises(BundleError, match="input types differ"):
-        OnnxRuntimeBackend(out / "model.onnx", {"signature": dict(info["signature"], inputs=int32)})
+        OnnxRuntimeBackend(out / "model.onnx", {"signature": dict(info.signature, inputs=int32)})
 
 
 def test_without_onnxruntime_the_backend_names_the_extra(fp32):
     out, info = fp32
-    manifest = json.dumps({"signature": info["signature"]})
+    manifest = json.dumps({"signature": info.signature})
     code = textwrap.dedent(f"""
         import json, sys
         sys.modules["onnxruntime"] = None  # as if it were not installed
@@ -238,12 +238,13 @@ def test_ort_format_runs_like_the_onnx_model(exp, fp32, tmp_path):
         raise
     assert ort_path.suffix == ".ort" and ort_path.stat().st_size > 0
     req = _request(exp, 9, seed=5)
-    got = OnnxRuntimeBackend(ort_path, {"signature": info["signature"]}).run(req)
+    got = OnnxRuntimeBackend(ort_path, {"signature": info.signature}).run(req)
     np.testing.assert_allclose(got["score"], _torch(exp, req)[0], atol=1e-4, rtol=0)
 
 
 # ------------------------------------------------------------------------------ trained run
 def test_int8_parity_on_the_trained_run(exp, tmp_path):
     info = onnx_target.export_to_onnx(exp, tmp_path / "int8", log=_quiet)  # QAT weights
-    parity = info["quantization"]["parity"]
+    backend = OnnxRuntimeBackend(tmp_path / "int8" / info.model_file, {"signature": info.signature})
+    parity = check.self_check(exp, backend.run, quantized=True)
     assert parity["min_spearman"] > 0.98 and parity["top10_agreement"] >= 0.8

@@ -21,7 +21,8 @@ def test_valid_bundle_loads(bundle):
     b = Bundle.load(bundle)
     assert b.target == "executorch" and b.quantization == "none"
     assert b.model_path.exists() and b.max_candidates >= 2
-    assert b.spec.history.length == b.manifest["history_sampler"]["short_len"] + b.manifest["history_sampler"]["long_len"]
+    history = b.manifest["feature_spec"]["history"]
+    assert b.spec.history.length == history["short_len"] + history["long_len"]
 
 
 def test_tampered_model_is_refused(bundle):

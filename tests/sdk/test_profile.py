@@ -52,8 +52,8 @@ def _check_profile(p: dict, bundle: Path, counts: tuple[int, ...]) -> None:
         assert p["rss_added_mb"] is not None and p["rss_added_mb"] >= 0
         assert "/proc/self/status" in p["rss_method"]
     # Synthetic requests: 3x the history length by default, items from the vocabulary.
-    assert p["history_len"] == 3 * p["history_slots"] == 3 * (manifest["history_sampler"]["short_len"]
-                                                              + manifest["history_sampler"]["long_len"])
+    history = manifest["feature_spec"]["history"]
+    assert p["history_len"] == 3 * p["history_slots"] == 3 * (history["short_len"] + history["long_len"])
     json.dumps(p, allow_nan=False)  # JSON-ready, no NaN
 
 

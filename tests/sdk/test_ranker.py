@@ -152,7 +152,7 @@ def test_backend_errors(et_bundle):
 
 def test_manifest_spec_drives_the_encoder(world, et_bundle):
     m = json.loads((et_bundle / "manifest.json").read_text())
-    assert world["ranker"].spec.to_dict()["history"] == m["history_sampler"]
+    assert world["ranker"].spec.to_dict()["history"] == m["feature_spec"]["history"]
 
 
 class _DictCache:

@@ -1,4 +1,4 @@
-"""The wheel carries the embedded dataset and maps the three folders onto kdaliens.*."""
+"""The wheel carries the embedded dataset and maps the four folders onto kdaliens.*."""
 
 from __future__ import annotations
 
@@ -28,12 +28,19 @@ def test_wheel_contents(wheel):
         assert f"kdaliens/training/datasets/movielens-100k/{f}" in names
     assert "kdaliens/sdk/__init__.py" in names and "kdaliens/training/data/loaders.py" in names
     assert "kdaliens/export/__init__.py" in names
+    for module in ("export/targets/litert.py", "export/recipes.py", "jobs/quickstart.py", "sdk/profile/cli.py",
+                   "sdk/signature.py"):
+        assert f"kdaliens/{module}" in names, module
     # Never the bare folder names, never tests or examples.
-    assert not any(n.startswith(("sdk/", "training/", "export/", "tests/", "examples/")) for n in names)
+    assert not any(n.startswith(("sdk/", "training/", "export/", "jobs/", "tests/", "examples/")) for n in names)
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert "Requires-Dist: numpy" in meta
     base = [ln for ln in meta.splitlines() if ln.startswith("Requires-Dist:") and "extra ==" not in ln]
     assert len(base) == 1, base  # numpy only
+    # [train] trains the int8 student without a runtime: torchao, never ExecuTorch.
+    train = [ln for ln in meta.splitlines() if ln.startswith("Requires-Dist:") and "extra == \"train\"" in ln]
+    assert any("torchao" in ln for ln in train), train
+    assert not any(r in ln for ln in train for r in ("executorch", "onnxruntime", "ai-edge-litert")), train
 
 
 def test_embedded_dataset_resolves_inside_the_package():

@@ -45,14 +45,57 @@ def test_snap_embeddings_follows_the_recipe():
         20, 16, 8, "float32") == 1000 * (8 + 2) + 20 * (16 + 4)
 
 
-def test_quant_config_rejects_bad_values_and_old_checkpoints_get_the_legacy_recipe():
+def test_quant_config_rejects_bad_values_and_round_trips():
     with pytest.raises(InputError, match="4 or 8"):
         QuantConfig(large_table_bits=2)
     with pytest.raises(InputError, match="float16"):
         RunConfig.from_dict({"quant": {"large_table_scale_dtype": "bfloat16"}})
     assert QuantConfig().table(255) == (8, "float32") and QuantConfig().table(256) == (4, "float16")
     cfg = RunConfig()
-    legacy = cfg.to_dict()
-    del legacy["quant"]
-    assert config_of({"config": legacy}).quant == QuantConfig.legacy()
-    assert config_of({"config": cfg.to_dict()}).quant == QuantConfig()
+    cfg.quant = QuantConfig(large_table_bits=8)
+    assert config_of({"config": cfg.to_dict()}).quant == QuantConfig(large_table_bits=8)
+
+
+_QAT_WITHOUT_RUNTIMES = """
+import sys
+for name in ("executorch", "onnxruntime", "onnx", "ai_edge_litert", "ai_edge_quantizer", "litert_torch"):
+    sys.modules[name] = None  # as if `pip install kdaliens[train]`: no runtime, no export tooling
+import torch
+from kdaliens.sdk.features import CategoricalField, FeatureSpec, MultiField
+from kdaliens.sdk.history import HistorySpec
+from kdaliens.training.config import QuantConfig, StudentConfig
+from kdaliens.training.models.student import StudentRanker
+from kdaliens.training.quantize import convert_qat_graph, example_inputs, prepare_qat_graph
+
+spec = FeatureSpec(user_fields=(CategoricalField("age", vocab=("a", "b")),),
+                   item_fields=(CategoricalField("item_id", vocab=tuple(str(i) for i in range(300))),
+                                MultiField("genres", max_len=3, vocab=("x", "y", "z"))),
+                   history=HistorySpec(short_len=3, long_len=2), event_vocab=("click",))
+torch.manual_seed(0)
+student = StudentRanker(spec, StudentConfig(dim=8, short_len=3, long_len=2, mlp=(16, 8)))
+prepared, names = prepare_qat_graph(student, QuantConfig())
+opt = torch.optim.Adam(prepared.parameters(), lr=1e-2)
+x = example_inputs(spec, B=4, N=5)
+for _ in range(3):
+    inter, click, _ = prepared(*x)
+    loss = inter.pow(2).mean() + click.pow(2).mean()
+    opt.zero_grad(); loss.backward(); opt.step()
+fq = sum("FakeQuantize" in type(m).__name__ for m in prepared.modules())
+quantized = convert_qat_graph(prepared)
+inter, _, _ = quantized(*x)
+assert inter.shape == (4, 5) and torch.isfinite(inter).all()
+assert not any(m.startswith("executorch") for m in sys.modules if sys.modules[m] is not None)
+print("ok", fq)
+"""
+
+
+def test_int8_qat_needs_no_runtime():
+    # Training fakes the runtime-neutral Int8Grid through torchao alone.
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _QAT_WITHOUT_RUNTIMES], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ok, n_fake_quant = r.stdout.split()[-2:]
+    # Three hidden linear layers (user projection, two head layers): input, weight and output each.
+    assert ok == "ok" and int(n_fake_quant) >= 6, r.stdout

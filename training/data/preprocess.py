@@ -294,15 +294,7 @@ def prepare(ds: Dataset, cfg: SplitConfig | None = None) -> Prepared:
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     pos = np.arange(len(inter)) - offsets[ev_user]  # position within the user
 
-    # CTR split per user: [train | val | test] in time order.
-    n_test = np.maximum(1, np.floor(counts * cfg.ctr_test_frac + 1e-9)).astype(np.int64)
-    n_val = np.floor(counts * cfg.ctr_val_frac + 1e-9).astype(np.int64)
-    n_val = np.where((cfg.ctr_val_frac > 0) & (counts - n_test >= 2), np.maximum(1, n_val), n_val)
-    n_val = np.minimum(n_val, np.maximum(counts - n_test - 1, 0))
-    cu = counts[ev_user]
-    split = np.zeros(len(inter), dtype=np.int8)  # 0 train, 1 val, 2 test
-    split[pos >= cu - n_test[ev_user] - n_val[ev_user]] = 1
-    split[pos >= cu - n_test[ev_user]] = 2
+    split = _ctr_split(counts, ev_user, pos, cfg)
 
     train_rows = np.flatnonzero(split == 0)
     # The spec is built on a dataset view in sorted order.
@@ -329,30 +321,10 @@ def prepare(ds: Dataset, cfg: SplitConfig | None = None) -> Prepared:
     rng = np.random.default_rng(cfg.seed)
     touched = [np.unique(ev_item[offsets[u]:offsets[u + 1]]) for u in range(len(user_ids))]
 
-    ctr: dict[str, dict[str, np.ndarray]] = {}
-    for s_id, s_name in enumerate(SPLITS):
-        rows = np.flatnonzero(split == s_id)
-        d = {"user": ev_user[rows], "item": ev_item[rows], "ts": ev_ts[rows], "label": ev_label[rows],
-             "start": offsets[ev_user[rows]], "n_past": pos[rows].astype(np.int64)}
-        if ds.implicit:
-            d["label"] = np.ones(len(rows), dtype=np.float64)
-            k = cfg.implicit_negatives
-            negs = np.concatenate([_sample_unobserved(rng, len(item_ids), touched[u], k)
-                                   for u in d["user"].tolist()]) if len(rows) else np.zeros(0, np.int64)
-            rep = {key: np.repeat(v, k) for key, v in d.items()}
-            rep["item"] = negs.astype(np.int64)
-            rep["label"] = np.zeros(len(negs), dtype=np.float64)
-            d = {key: np.concatenate([d[key], rep[key]]) for key in d}
-        ctr[s_name] = d
-
-    rank: dict[str, dict[str, np.ndarray]] = {}
+    ctr = _ctr_splits(split, ev_user, ev_item, ev_ts, ev_label, offsets, pos, ds.implicit, touched, len(item_ids),
+                      cfg, rng)
     eligible = np.flatnonzero(counts >= 3)  # need a history, a validation and a test item
-    for s_name, back in (("val", 2), ("test", 1)):
-        rows = offsets[eligible + 1] - back
-        negs = np.stack([_sample_unobserved(rng, len(item_ids), touched[u], cfg.rank_negatives)
-                         for u in eligible.tolist()]) if len(eligible) else np.zeros((0, cfg.rank_negatives), np.int64)
-        rank[s_name] = {"user": eligible.astype(np.int64), "items": np.concatenate([ev_item[rows][:, None], negs], 1),
-                        "ts": ev_ts[rows], "start": offsets[eligible], "n_past": pos[rows].astype(np.int64)}
+    rank = _rank_splits(eligible, ev_item, ev_ts, offsets, pos, touched, len(item_ids), cfg, rng)
 
     meta = {
         "dataset": ds.name, "n_interactions": int(len(inter)), "n_users": int(len(user_ids)),
@@ -364,6 +336,53 @@ def prepare(ds: Dataset, cfg: SplitConfig | None = None) -> Prepared:
     return Prepared(spec=spec, item_ids=item_ids, user_ids=user_ids.astype(object), item_arrays=item_arrays,
                     user_arrays=user_arrays, ev_user=ev_user, ev_item=ev_item, ev_ts=ev_ts, ev_event=ev_event,
                     ev_label=ev_label, user_offsets=offsets, ctr=ctr, rank=rank, implicit=ds.implicit, meta=meta)
+
+
+def _ctr_split(counts: np.ndarray, ev_user: np.ndarray, pos: np.ndarray, cfg: SplitConfig) -> np.ndarray:
+    """Per event: 0 train, 1 val, 2 test; each user's events are [train | val | test] in time order."""
+    n_test = np.maximum(1, np.floor(counts * cfg.ctr_test_frac + 1e-9)).astype(np.int64)
+    n_val = np.floor(counts * cfg.ctr_val_frac + 1e-9).astype(np.int64)
+    n_val = np.where((cfg.ctr_val_frac > 0) & (counts - n_test >= 2), np.maximum(1, n_val), n_val)
+    n_val = np.minimum(n_val, np.maximum(counts - n_test - 1, 0))
+    cu = counts[ev_user]
+    split = np.zeros(len(ev_user), dtype=np.int8)
+    split[pos >= cu - n_test[ev_user] - n_val[ev_user]] = 1
+    split[pos >= cu - n_test[ev_user]] = 2
+    return split
+
+
+def _ctr_splits(split, ev_user, ev_item, ev_ts, ev_label, offsets, pos, implicit: bool, touched, n_items: int,
+                cfg: SplitConfig, rng: np.random.Generator) -> dict[str, dict[str, np.ndarray]]:
+    """The CTR protocol's rows per split; implicit data gets sampled unobserved negatives."""
+    ctr: dict[str, dict[str, np.ndarray]] = {}
+    for s_id, s_name in enumerate(SPLITS):
+        rows = np.flatnonzero(split == s_id)
+        d = {"user": ev_user[rows], "item": ev_item[rows], "ts": ev_ts[rows], "label": ev_label[rows],
+             "start": offsets[ev_user[rows]], "n_past": pos[rows].astype(np.int64)}
+        if implicit:
+            d["label"] = np.ones(len(rows), dtype=np.float64)
+            k = cfg.implicit_negatives
+            negs = np.concatenate([_sample_unobserved(rng, n_items, touched[u], k)
+                                   for u in d["user"].tolist()]) if len(rows) else np.zeros(0, np.int64)
+            rep = {key: np.repeat(v, k) for key, v in d.items()}
+            rep["item"] = negs.astype(np.int64)
+            rep["label"] = np.zeros(len(negs), dtype=np.float64)
+            d = {key: np.concatenate([d[key], rep[key]]) for key in d}
+        ctr[s_name] = d
+    return ctr
+
+
+def _rank_splits(eligible, ev_item, ev_ts, offsets, pos, touched, n_items: int, cfg: SplitConfig,
+                 rng: np.random.Generator) -> dict[str, dict[str, np.ndarray]]:
+    """Leave-one-out ranking rows: each eligible user's second-last (val) and last (test) item."""
+    rank: dict[str, dict[str, np.ndarray]] = {}
+    for s_name, back in (("val", 2), ("test", 1)):
+        rows = offsets[eligible + 1] - back
+        negs = np.stack([_sample_unobserved(rng, n_items, touched[u], cfg.rank_negatives)
+                         for u in eligible.tolist()]) if len(eligible) else np.zeros((0, cfg.rank_negatives), np.int64)
+        rank[s_name] = {"user": eligible.astype(np.int64), "items": np.concatenate([ev_item[rows][:, None], negs], 1),
+                        "ts": ev_ts[rows], "start": offsets[eligible], "n_past": pos[rows].astype(np.int64)}
+    return rank
 
 
 # ------------------------------------------------------------------------------ cache

@@ -19,8 +19,9 @@ public final class BundleManifest {
   public static final int FORMAT_VERSION = 1;
 
   private static final List<String> REQUIRED_KEYS = Arrays.asList("format_version", "target", "quantization",
-      "model_file", "artifacts", "signature", "feature_spec", "history_sampler", "parity", "source");
-  private static final List<String> TARGETS = Arrays.asList("executorch", "onnx", "tflite");
+      "model_file", "artifacts", "signature", "feature_spec", "parity", "source");
+  /** Bundle targets; {@code tflite} is the older name of {@code litert}. */
+  private static final List<String> TARGETS = Arrays.asList("executorch", "onnx", "litert", "tflite");
 
   private final Map<String, Object> raw;
   private final String target;
@@ -146,7 +147,7 @@ public final class BundleManifest {
     return raw;
   }
 
-  /** {@code executorch}, {@code onnx} or {@code tflite}. */
+  /** {@code executorch}, {@code onnx} or {@code litert} ({@code tflite} in older bundles). */
   public String target() {
     return target;
   }

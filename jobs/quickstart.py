@@ -62,6 +62,9 @@ from kdaliens.sdk.bundle import Bundle, sha256_file
 from kdaliens.sdk.errors import KdaliensError
 from kdaliens.training.pipeline import MODELS, write_json
 
+from .plots import plot_accuracy, plot_latency, plot_training
+from .report import _fmt, bundle_summary, checks, format_demo, format_report_md, latency_rows
+
 SCHEMA = "kdaliens-quickstart/1"
 DATA = "movielens-100k"
 TARGETS = ("executorch", "onnx", "tflite")
@@ -70,9 +73,6 @@ DEFAULT_OUT = "quickstart"
 DEFAULT_RUNS = 500
 DEFAULT_USERS = 3
 TEACHER_REPEATS = 200
-BAR_CANDIDATES = 100
-BAR_SPEEDUP = 10.0
-BAR_P50_US = 300.0
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -259,12 +259,11 @@ def demo_step(run_dir: Path, bundle_dir: Path, n_users: int, log: Callable[[str]
     the way an app builds it: every item into an ``ItemCache``, the user's past
     events into a ``BehaviorLog``, both in one SQLite file.
     """
+    from kdaliens.export.latency import run_prepared
     from kdaliens.sdk import BehaviorLog, ItemCache, Ranker
     from kdaliens.training.config import RunConfig
     from kdaliens.training.data import load_dataset
     from kdaliens.training.data.preprocess import event_tokens
-
-    from .latency import run_prepared
 
     cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     prep = run_prepared(run_dir, cfg)
@@ -328,237 +327,6 @@ def movie_titles() -> dict[str, str]:
     return dict(zip(df["item_id"].astype(str), df["movie_title"].astype(str)))
 
 
-def format_demo(d: dict) -> str:
-    lines = [f"user {d['user']} ({d['n_history']} past events; latest: "
-             + "; ".join(e["title"] or e["item_id"] for e in d["recent"]) + ")"]
-    for j, t in enumerate(d["top"], 1):
-        mark = "  <- watched next" if t["item_id"] == d["next"]["item_id"] else ""
-        lines.append(f"  {j:>2}. {t['title'] or t['item_id']:<48.48} {t['score']:>8.3f}{mark}")
-    rating = d["next"]["rating"]
-    lines.append(f"  what they did next: {d['next']['title'] or d['next']['item_id']}"
-                 + (f" (rated {rating:g})" if rating is not None else "")
-                 + f"; the model put it at {d['next_rank']} of {d['n_candidates']}"
-                 + f"  [{d['backend']}, {d['latency_us']['total_us'] / 1e3:.2f} ms]")
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------ report
-def latency_rows(torch_res: dict | None, profiles: dict[str, dict]) -> list[dict[str, Any]]:
-    rows = []
-    if torch_res:
-        for model, quant in (("teacher", "none"), ("student", "none")):
-            for r in torch_res[model]:
-                rows.append({"model": model, "backend": "torch", "quantization": quant, "candidates": r["candidates"],
-                             "p50_us": round(r["p50_us"], 1), "p99_us": round(r["p99_us"], 1)})
-    for p in profiles.values():
-        for r in p["rows"]:
-            rows.append({"model": "student", "backend": p["backend"], "quantization": p["quantization"],
-                         "candidates": r["candidates"], "p50_us": round(r["model_p50_us"], 1),
-                         "p99_us": round(r["model_p99_us"], 1), "sdk_p50_us": round(r["sdk_p50_us"], 1),
-                         "sdk_p99_us": round(r["sdk_p99_us"], 1)})
-    return rows
-
-
-def _row(rows: list[dict], model: str, backend: str, n: int) -> dict | None:
-    return next((r for r in rows if r["model"] == model and r["backend"] == backend and r["candidates"] == n), None)
-
-
-def checks(rows: list[dict], bundles: dict[str, dict]) -> tuple[dict[str, float], list[dict]]:
-    teacher = _row(rows, "teacher", "torch", BAR_CANDIDATES)
-    speedup = {}
-    for r in rows:
-        if r["model"] == "student" and r["candidates"] == BAR_CANDIDATES and teacher:
-            speedup[r["backend"] if r["quantization"] == "int8" else f"{r['backend']} fp32"] = round(
-                teacher["p50_us"] / r["p50_us"], 1)
-    et = _row(rows, "student", "executorch", BAR_CANDIDATES)
-    out = [
-        {"name": f"teacher/torch and student/executorch timed at {BAR_CANDIDATES} candidates",
-         "value": bool(teacher and et), "target": "both present", "met": bool(teacher and et)},
-        {"name": f"student/executorch speed-up over teacher/torch at {BAR_CANDIDATES} candidates (p50)",
-         "value": speedup.get("executorch"), "target": f">= {BAR_SPEEDUP:g}x",
-         "met": bool(speedup.get("executorch") and speedup["executorch"] >= BAR_SPEEDUP)},
-        {"name": f"student/executorch p50 at {BAR_CANDIDATES} candidates (us)", "value": et and et["p50_us"],
-         "target": f"<= {BAR_P50_US:g}", "met": bool(et and et["p50_us"] <= BAR_P50_US)},
-    ]
-    for t, b in bundles.items():
-        p = b.get("parity") or {}
-        if "auc_exported" in p:
-            d = abs(p["auc_exported"] - p["auc_reference"])
-            out.append({"name": f"{t} int8 parity |AUC exported - reference|", "value": round(d, 5),
-                        "target": "<= 0.002", "met": d <= 0.002})
-    return speedup, out
-
-
-def bundle_summary(out: Path, manifests: dict[str, dict]) -> dict[str, dict]:
-    res = {}
-    for t, m in manifests.items():
-        d = out / "bundles" / t
-        res[t] = {"path": str(d.relative_to(out)), "quantization": m["quantization"], "model_file": m["model_file"],
-                  "model_bytes": (d / m["model_file"]).stat().st_size,
-                  "bundle_bytes": sum(f.stat().st_size for f in d.iterdir() if f.is_file()),
-                  "parity": {k: v for k, v in m["parity"].items() if not isinstance(v, (list, dict))}}
-    return res
-
-
-def _fmt(x: Any, nd: int = 4) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, float):
-        return f"{x:.{nd}f}"
-    return str(x)
-
-
-def format_report_md(rep: dict) -> str:
-    L = ["# kdaliens quickstart report", "",
-         f"`{rep['command']}` on {rep['device']['cpu'] or rep['device']['machine']} "
-         f"({rep['device']['cpu_count']} cores), {rep['created']}. Data: {rep['data']}.", ""]
-    if rep["failures"]:
-        L += ["**Failed steps:** " + "; ".join(f"{f['step']}: {f['error']}" for f in rep["failures"]), ""]
-    if rep["metrics"]:
-        L += ["## Accuracy (test split)", "",
-              "| model | AUC | GAUC | logloss | HR@10 | NDCG@10 | full HR@10 | full NDCG@10 | params | size |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-        for name, m in rep["metrics"].items():
-            f = m.get("ranking_full") or {}
-            full = " | ".join(f"{f[k]:.4f}" if k in f else "-" for k in ("hr@10", "ndcg@10"))
-            L.append(f"| {name} | {m['ctr']['auc']:.4f} | {m['ctr']['gauc']:.4f} | {m['ctr']['logloss']:.4f} | "
-                     f"{m['ranking']['hr@10']:.4f} | {m['ranking']['ndcg@10']:.4f} | {full} | {m['params']:,} | "
-                     f"{m['size_bytes'] / 1024:.1f} KB |")
-        L += ["", "AUC/GAUC/logloss: click given interaction on the held-out last 10% of each user's ratings. "
-              "HR@10/NDCG@10: each user's last item among 100 items they never touched; full HR@10/NDCG@10: "
-              "the same item among every item the user never touched.", "",
-              "![accuracy](accuracy.png)", ""]
-    if rep["bundles"]:
-        L += ["## Bundles (int8)", "", "Bundle = the folder: model, `manifest.json` and, for ExecuTorch, `model.etrecord` "
-              "(a profiling aid for `kdaliens-profile`; an app ships only the `.pte` and the manifest). "
-              "Parity: the held-out CTR test split scored by the target's runtime and by the PyTorch reference.", "",
-              "| target | model file | bundle | AUC reference | AUC exported | max abs diff |",
-              "|---|---|---|---|---|---|"]
-        for t, b in rep["bundles"].items():
-            p = b["parity"]
-            L.append(f"| {t} | {b['model_file']} {b['model_bytes'] / 1024:.1f} KB | {b['bundle_bytes'] / 1024:.1f} KB | "
-                     f"{_fmt(p.get('auc_reference'))} | {_fmt(p.get('auc_exported'))} | "
-                     f"{_fmt(p.get('max_abs_diff'), 6)} |")
-        L.append("")
-    if rep["latency"]:
-        L += ["## Latency (1 thread, model call; SDK = the whole `Ranker.rerank` with SQLite stores)", "",
-              "| model | backend | quant | candidates | p50 us | p99 us | SDK p50 us | SDK p99 us |",
-              "|---|---|---|---|---|---|---|---|"]
-        for r in rep["latency"]:
-            L.append(f"| {r['model']} | {r['backend']} | {r['quantization']} | {r['candidates']} | {r['p50_us']:.0f} | "
-                     f"{r['p99_us']:.0f} | {_fmt(r.get('sdk_p50_us'), 0)} | {_fmt(r.get('sdk_p99_us'), 0)} |")
-        if rep["speedup_at_100"]:
-            L += ["", f"Speed-up over the eager teacher at {BAR_CANDIDATES} candidates (p50): "
-                  + ", ".join(f"{k} {v:g}x" for k, v in rep["speedup_at_100"].items()) + "."]
-        L += ["", "![latency](latency.png)", ""]
-    if rep["checks"]:
-        L += ["## Checks", "", "| check | value | target | met |", "|---|---|---|---|"]
-        L += [f"| {c['name']} | {_fmt(c['value'], 5 if 'parity' in c['name'] else 1)} | {c['target']} | "
-              f"{_fmt(c['met'])} |" for c in rep["checks"]]
-        L.append("")
-    if rep["demo"]:
-        L += ["## Reranking real users on the device path", "",
-              "Candidates: the item each user interacted with next, among 100 items they never touched, "
-              "shuffled; reranked by the ExecuTorch bundle through `kdaliens.sdk`.", "", "```"]
-        L += [format_demo(d) for d in rep["demo"]]
-        L += ["```", ""]
-    L += ["## Steps", "", "| step | seconds | reused |", "|---|---|---|"]
-    L += [f"| {k} | {v['seconds']:.1f} | {_fmt(v['reused'])} |" for k, v in rep["steps"].items()]
-    L += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in rep["versions"].items() if v) + ".", ""]
-    return "\n".join(L)
-
-
-# ------------------------------------------------------------------------------ plots
-COLORS = {"teacher/torch": "#444444", "student/torch": "#8c564b", "student/executorch": "#1f77b4",
-          "student/onnxruntime": "#d62728", "student/litert": "#2ca02c"}
-
-
-MODEL_COLORS = {"teacher": "#444444", "student_plain": "#8c564b", "student_kd": "#1f77b4", "student_kd_int8": "#17becf"}
-
-
-def plot_accuracy(metrics: dict[str, dict], path: Path) -> Path:
-    from matplotlib.figure import Figure
-
-    names = list(metrics)
-    panels = [("ctr", "auc", "AUC (CTR protocol)", 0.7), ("ranking", "hr@10", "HR@10 (1 + 100 unobserved)", 0.4)]
-    if all("ranking_full" in metrics[n] for n in names):
-        panels.append(("ranking_full", "hr@10", "HR@10 (full catalogue)", 0.0))
-    fig = Figure(figsize=(4 * len(panels), 3.6), dpi=120)
-    for k, (block, key, label, base) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), k + 1)
-        vals = [metrics[n][block][key] for n in names]
-        bars = ax.bar(range(len(names)), vals, color=[MODEL_COLORS.get(n, "#888888") for n in names])
-        for b, v in zip(bars, vals):
-            ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.4f}", ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels([n.replace("student_", "") for n in names], fontsize=8)
-        ax.set_ylim(min(base, min(vals) - 0.02), max(vals) + 0.03)
-        ax.set_title(label, fontsize=9)
-        ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle("test accuracy per model (student_kd_int8 measured on the converted int8 model)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
-
-
-def plot_latency(rows: list[dict], path: Path) -> Path:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4.2), dpi=120)
-    series: dict[str, list[dict]] = {}
-    for r in rows:
-        series.setdefault(f"{r['model']}/{r['backend']}", []).append(r)
-    for k, (part, title) in enumerate((("", "model call"), ("sdk_", "whole SDK rerank (SQLite stores)"))):
-        ax = fig.add_subplot(1, 2, k + 1)
-        for name, rs in series.items():
-            rs = sorted((r for r in rs if r.get(f"{part}p50_us") is not None), key=lambda r: r["candidates"])
-            if not rs:
-                continue
-            x = [r["candidates"] for r in rs]
-            quant = rs[0]["quantization"]
-            c = COLORS.get(name, None)
-            ax.plot(x, [r[f"{part}p50_us"] for r in rs], "-o", color=c, markersize=4, label=f"{name} {quant} p50")
-            ax.plot(x, [r[f"{part}p99_us"] for r in rs], ":", color=c, linewidth=1)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ticks = sorted({r["candidates"] for r in rows})
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([str(t) for t in ticks])
-        ax.minorticks_off()
-        ax.set_xlabel("candidates per request")
-        ax.set_ylabel("us (solid p50, dotted p99)")
-        ax.set_title(title, fontsize=9)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle("latency on one thread", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
-
-
-def plot_training(history: dict[str, list], path: Path) -> Path:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 3.6), dpi=120)
-    for k, (block, key, label) in enumerate((("ctr", "auc", "validation AUC"), ("ranking", "hr@10", "validation HR@10"))):
-        ax = fig.add_subplot(1, 2, k + 1)
-        for name in sorted(history, key=lambda n: MODELS.index(n) if n in MODELS else len(MODELS)):
-            # An ensemble teacher has one curve per member; the first stands for them.
-            pts = [(h["epoch"], h["val"][block][key]) for h in history[name] if h.get("val") and not h.get("member")]
-            if pts:
-                ax.plot(*zip(*pts), "-o", markersize=3, color=MODEL_COLORS.get(name), label=name)
-        ax.set_xlabel("epoch")
-        ax.set_title(label, fontsize=9)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
-
-
-# ------------------------------------------------------------------------------ main job
 def run_quickstart(out: str | Path = DEFAULT_OUT, force: bool = False, config=None, n_users: int = DEFAULT_USERS,
                    runs: int = DEFAULT_RUNS, candidates: Sequence[int] = CANDIDATES,
                    teacher_repeats: int = TEACHER_REPEATS, parity_limit: int | None = None,

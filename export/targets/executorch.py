@@ -9,7 +9,7 @@ Recipe (see ../shared/RUNTIMES.md for why each step is there):
 2. ``torch.export`` with a dynamic candidate dimension (``Dim("n_cand", 1, max)``); the
    history has a fixed length and a mask, because XNNPACK takes one dynamic dimension.
 3. int8 only: PT2E with the XNNPACK quantizer on the hidden linear layers
-   (:func:`kdaliens.training.quantize.student_quantizer`, the recipe QAT trained with),
+   (:func:`kdaliens.export.recipes.xnnpack_quantizer`, on the grid QAT trained),
    calibrated on real requests, starting from the QAT student's weights.
 4. ``to_edge_transform_and_lower`` with the XNNPACK partitioner (an ETRecord is kept for
    per-operator profiling), then ``to_executorch`` with quant fusion and constant
@@ -21,24 +21,29 @@ shows up in the export summary.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from .exportable import Exportable
+from kdaliens.sdk.fileio import atomic_write
+from kdaliens.sdk.names import BackendName, Quantization, TargetName
+from kdaliens.sdk.signature import Role
+
+from ..exportable import Exportable
+from .base import ExportConfig, LoweredModel, as_tuples
 
 
 def _dynamic_shapes(exp: Exportable, max_candidates: int):
     from torch.export import Dim
 
     n = Dim("n_cand", min=1, max=max_candidates)
-    shapes = tuple({1: n} if name.startswith("cand_") else None for name in exp.input_names)
+    shapes = tuple({1: n} if i.role == Role.CANDIDATE else None for i in exp.signature.inputs)
     return (shapes,)  # forward(*tensors): one tuple argument
 
 
@@ -95,22 +100,31 @@ def delegation_report(edge_program) -> dict[str, Any]:
     return {"delegate_calls": delegated, "not_delegated": dict(other.most_common())}
 
 
-def export_to_executorch(exp: Exportable, out_dir: Path, quantize: str = "int8", max_candidates: int = 512,
-                         calibration: list[tuple[torch.Tensor, ...]] | None = None,
-                         log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Lower the student to ``out_dir/model.pte`` (+ ``model.etrecord``).
+class ExecuTorchTarget:
+    """``model.pte`` (+ ``model.etrecord``) for ExecuTorch with the XNNPACK delegate."""
 
-    Args:
-        exp: the student (:func:`kdaliens.export.exportable.load_exportable`).
-        out_dir: where to write; files appear only when complete.
-        quantize: ``"int8"`` or ``"none"``.
-        max_candidates: upper bound of the dynamic candidate dimension (memory is
-            planned for it; larger requests are chunked by the SDK).
-        calibration: real requests (tuples in input order) for int8 activation ranges.
+    name = TargetName.EXECUTORCH
+    backend = BackendName.EXECUTORCH
+    id_dtype = "int64"
 
-    Returns:
-        ``model_file``, ``files``, ``signature``, ``quantization`` and ``delegation``.
-    """
+    def lower(self, exp: Exportable, config: ExportConfig, calibration: list[dict[str, np.ndarray]],
+              out_dir: Path, log: Callable[[str], None] = print) -> LoweredModel:
+        calib = as_tuples(calibration[:256], exp.input_names) if calibration else None
+        program, reference, quant_info, report = _lower(exp, config.quantize == Quantization.INT8,
+                                                        config.max_candidates, calib, log)
+        files = _write(program, Path(out_dir))
+        log(f"[executorch] wrote model.pte ({files['model.pte'] / 1024:.1f} KB), {report['delegate_calls']} XNNPACK "
+            "delegate call(s)")
+        int8 = config.quantize == Quantization.INT8
+        return LoweredModel(model_file="model.pte", files=list(files),
+                            signature=exp.signature.to_manifest(self.id_dtype, config.max_candidates),
+                            quantization=quant_info, delegation=report, reference=reference,
+                            reference_name="pytorch int8 (PT2E)" if int8 else "pytorch fp32")
+
+
+def _lower(exp: Exportable, int8: bool, max_candidates: int, calibration: list[tuple[torch.Tensor, ...]] | None,
+           log: Callable[[str], None]):
+    """torch.export -> (int8: PT2E) -> XNNPACK-lowered program; also the parity reference."""
     import copy
 
     import executorch.kernels.quantized  # noqa: F401  (registers embedding_byte etc.)
@@ -119,36 +133,13 @@ def export_to_executorch(exp: Exportable, out_dir: Path, quantize: str = "int8",
     from executorch.exir.passes import MemoryPlanningPass
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
-    out_dir = Path(out_dir)
     module = copy.deepcopy(exp.module).eval()
     example = exp.example_inputs(n_cand=4)
     shapes = _dynamic_shapes(exp, max_candidates)
     quant_info: dict[str, Any] = {"scheme": "none"}
     with torch.no_grad():
-        if quantize == "int8":
-            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-            from kdaliens.training.quantize import student_quantizer
-
-            tables = _quantize_embeddings(module, exp.config.quant)
-            kinds = Counter(f"{b}-bit/{d[5:]}-bit scales" for _, b, d, _ in tables)
-            log(f"[executorch] {len(tables)} embedding tables weight-only per row: "
-                + ", ".join(f"{n} x {k}" for k, n in sorted(kinds.items())))
-            ep = torch.export.export(module, example, dynamic_shapes=shapes)
-            student = exp.module.inner.student
-            prepared = prepare_pt2e(ep.module(), student_quantizer(student, is_qat=False))
-            batches = calibration or [exp.example_inputs(n_cand=32, seed=s) for s in range(8)]
-            for args in batches:
-                prepared(*args)
-            quantized = convert_pt2e(prepared)
-            log(f"[executorch] PT2E int8 (XNNPACK quantizer, hidden linear layers), calibrated on {len(batches)} requests")
-            # The converted graph takes the inputs as flat positional arguments.
-            ep = torch.export.export(quantized, example, dynamic_shapes=shapes[0])
-            quant_info = {"scheme": "int8", "linear": "PT2E XNNPACK static int8, per-channel weights",
-                          "embeddings": "weight-only symmetric per row (embedding_byte / embedding_4bit)",
-                          "embedding_tables": [{"name": n, "shape": list(shape), "bits": b, "scale_dtype": d}
-                                               for n, b, d, shape in tables], "calibration_requests": len(batches),
-                          "weights_from": Path(exp.source_checkpoint).name}
+        if int8:
+            ep, quant_info = _pt2e_int8(exp, module, example, shapes, calibration, log)
         else:
             ep = torch.export.export(module, example, dynamic_shapes=shapes)
         # The exported PyTorch graph (int8 q/dq included) is the parity reference.
@@ -162,27 +153,46 @@ def export_to_executorch(exp: Exportable, out_dir: Path, quantize: str = "int8",
             memory_planning_pass=MemoryPlanningPass(alloc_graph_input=True, alloc_graph_output=True),
             sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
         ))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return program, reference, quant_info, report
+
+
+def _pt2e_int8(exp: Exportable, module: nn.Module, example, shapes, calibration, log: Callable[[str], None]):
+    """Packed embedding tables, then PT2E int8 of the hidden linear layers, calibrated."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from ..recipes import xnnpack_quantizer
+
+    tables = _quantize_embeddings(module, exp.config.quant)
+    kinds = Counter(f"{b}-bit/{d[5:]}-bit scales" for _, b, d, _ in tables)
+    log(f"[executorch] {len(tables)} embedding tables weight-only per row: "
+        + ", ".join(f"{n} x {k}" for k, n in sorted(kinds.items())))
+    ep = torch.export.export(module, example, dynamic_shapes=shapes)
+    prepared = prepare_pt2e(ep.module(), xnnpack_quantizer(exp.student, is_qat=False))
+    batches = calibration or [exp.example_inputs(n_cand=32, seed=s) for s in range(8)]
+    for args in batches:
+        prepared(*args)
+    quantized = convert_pt2e(prepared)
+    log(f"[executorch] PT2E int8 (XNNPACK quantizer, hidden linear layers), calibrated on {len(batches)} requests")
+    # The converted graph takes the inputs as flat positional arguments.
+    ep = torch.export.export(quantized, example, dynamic_shapes=shapes[0])
+    info = {"scheme": "int8", "linear": "PT2E XNNPACK static int8, per-channel weights",
+            "embeddings": "weight-only symmetric per row (embedding_byte / embedding_4bit)",
+            "embedding_tables": [{"name": n, "shape": list(shape), "bits": b, "scale_dtype": d}
+                                 for n, b, d, shape in tables], "calibration_requests": len(batches),
+            "weights_from": Path(exp.source_checkpoint).name}
+    return ep, info
+
+
+def _write(program, out_dir: Path) -> dict[str, int]:
+    """``model.pte`` and ``model.etrecord``, each written atomically; name -> size."""
     files = {}
-    for name, write in (("model.pte", lambda f: program.write_to_file(f)),
-                        ("model.etrecord", None)):
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=out_dir)
-        os.close(fd)
-        try:
-            if write is not None:
-                with open(tmp, "wb") as f:
-                    write(f)
-            else:
-                program.get_etrecord().save(tmp)
-            os.replace(tmp, out_dir / name)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    atomic_write(out_dir / "model.pte", program.write_to_file)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:  # ETRecord.save takes a path
+        program.get_etrecord().save(str(Path(tmp) / "model.etrecord"))
+        atomic_write(out_dir / "model.etrecord", (Path(tmp) / "model.etrecord").read_bytes())
+    for name in ("model.pte", "model.etrecord"):
         files[name] = (out_dir / name).stat().st_size
-    log(f"[executorch] wrote model.pte ({files['model.pte'] / 1024:.1f} KB), {report['delegate_calls']} XNNPACK "
-        "delegate call(s)")
-    signature = {"inputs": exp.input_specs("n_cand"),
-                 "outputs": [{"name": n, "dtype": "float32", "shape": [1, "n_cand"]} for n in exp.output_names],
-                 "max_candidates": int(max_candidates), "method": "forward"}
-    return {"model_file": "model.pte", "files": list(files), "signature": signature, "quantization": quant_info,
-            "delegation": report, "reference": reference}
+    return files
+
+
+TARGET = ExecuTorchTarget()

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from kdaliens.export.quickstart import SCHEMA, main, run_quickstart
+from kdaliens.jobs.quickstart import SCHEMA, main, run_quickstart
 from kdaliens.training.config import tiny_config
 
 PNG = b"\x89PNG\r\n\x1a\n"

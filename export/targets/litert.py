@@ -12,20 +12,20 @@ Recipe (see ../shared/RUNTIMES.md for why each step is there):
    positional inputs it would name them ``args_<i>`` / ``output_<i>``. The name map found
    in the converted file is recorded in ``signature["tensor_names"]`` all the same.
 3. int8: the fp32 flatbuffer goes through ai-edge-quantizer with its weight-only recipe
-   (:data:`INT8_RECIPE`; measured against the dynamic recipe in :data:`MEASURED`).
+   (:data:`INT8_RECIPE`).
 4. The flatbuffer is compacted: the converter names every tensor after its full module
    path (about 80 KB of strings for the tiny student), and the quantizer writes a copy of
    each per-channel scale/zero-point table into every signature's subgraph (one scale per
    embedding row, four times). Tensors get short names, identical quantization tables are
    written once, and buffers stay 16-byte aligned.
-5. The result is loaded with ai-edge-litert, every signature is run and compared with the
-   torch module, and only then is ``model.tflite`` renamed into place.
+5. The result is loaded with ai-edge-litert and every signature's inputs are checked
+   against the model's signature; only then is ``model.tflite`` renamed into place. The
+   export's shared self-check then runs one request per bucket (:mod:`kdaliens.export.check`).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,8 +36,11 @@ import torch
 from torch import nn
 
 from kdaliens.sdk.errors import InputError
+from kdaliens.sdk.fileio import atomic_write
+from kdaliens.sdk.names import BackendName, Quantization, TargetName
 
-from .exportable import Exportable
+from ..exportable import Exportable
+from .base import ExportConfig, LoweredModel
 
 DEFAULT_BUCKETS: tuple[int, ...] = (16, 64, 128, 256, 512)
 MODEL_FILE = "model.tflite"
@@ -50,24 +53,9 @@ MODEL_FILE = "model.tflite"
 #: interpreter prepares the graph, so each call runs the same float kernels (XNNPACK) as
 #: the fp32 model. ``dynamic_wi8_afp32`` keeps the weights int8 at run time and quantizes
 #: the linear layers' activations on the fly (hybrid kernels); on this student it gave
-#: 2.5x the score error and was slower (:data:`MEASURED`). Its one advantage, tables
+#: 2.5x the score error and was slower (README, "int8 recipes"). Its one advantage, tables
 #: staying int8 in RAM, matters only for catalogs of millions of items.
 INT8_RECIPE = "weight_only_wi8_afp32"
-
-#: Tiny trained MovieLens student (``tiny_config``, QAT weights), buckets 16/64/256/512,
-#: ai-edge-litert 2.3 on one x86-64 core: 10 requests of 100 candidates (run in the 256
-#: bucket) against the same weights in fp32 torch; latency through LiteRTBackend.run.
-#: fp32 for reference: 107,536 bytes, p50 87 us.
-MEASURED: dict[str, dict[str, float]] = {
-    "weight_only_wi8_afp32": {"size_bytes": 88976, "max_abs_score_diff": 0.019, "min_spearman": 0.99992,
-                              "p50_us_100_candidates": 89.0},
-    "dynamic_wi8_afp32": {"size_bytes": 85600, "max_abs_score_diff": 0.049, "min_spearman": 0.99966,
-                          "p50_us_100_candidates": 107.0},
-}
-
-# fp32 conversion must reproduce torch up to float rounding; more means a lowering bug.
-_FP32_TOLERANCE = 1e-3
-
 
 def signature_key(bucket: int) -> str:
     """The signature name of a candidate bucket (``n64`` holds 64 candidates)."""
@@ -219,15 +207,11 @@ def _io_names(interpreter, exp: Exportable, key: str) -> dict[str, dict[str, str
     return {"inputs": inputs, "outputs": outputs}
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    if np.std(ra) == 0 or np.std(rb) == 0:
-        return 1.0
-    return float(np.corrcoef(ra, rb)[0, 1])
+def _check(data: bytes, exp: Exportable, buckets: tuple[int, ...]) -> dict[str, dict[str, str]]:
+    """Load the model with ai-edge-litert; every bucket's signature must take our inputs.
 
-
-def _check(data: bytes, exp: Exportable, buckets: tuple[int, ...]) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
-    """Load the model with ai-edge-litert, check every signature, compare with torch."""
+    Returns our input/output names -> the names the signatures use in the file.
+    """
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=data, num_threads=1)
@@ -236,51 +220,40 @@ def _check(data: bytes, exp: Exportable, buckets: tuple[int, ...]) -> tuple[dict
     if missing:
         raise RuntimeError(f"converted model lacks signatures {missing}; it has {sorted(sigs)}")
     names = _io_names(interpreter, exp, signature_key(buckets[0]))
-    max_diff, min_rho, click_diff = 0.0, 1.0, 0.0
-    for i, b in enumerate(buckets):
-        runner = interpreter.get_signature_runner(signature_key(b))
-        details = runner.get_input_details()
-        example = exp.example_inputs(n_cand=b, id_dtype=torch.int32, seed=101 + i)
-        feed = {}
-        for spec, t in zip(exp.input_specs(b, "int32"), example):
-            d = details[names["inputs"][spec["name"]]]
-            if list(d["shape"]) != spec["shape"] or np.dtype(d["dtype"]) != np.dtype(spec["dtype"]):
-                raise RuntimeError(f"signature {signature_key(b)!r}: input {spec['name']} is "
-                                   f"{np.dtype(d['dtype'])}{list(d['shape'])}, expected {spec['dtype']}{spec['shape']}")
-            feed[names["inputs"][spec["name"]]] = t.numpy()
-        out = runner(**feed)
-        with torch.no_grad():
-            ref_score, ref_click = (x.numpy() for x in exp.module(*example))
-        score, click = out[names["outputs"]["score"]], out[names["outputs"]["click"]]
-        if score.shape != ref_score.shape:
-            raise RuntimeError(f"signature {signature_key(b)!r}: score shape {score.shape}, expected {ref_score.shape}")
-        max_diff = max(max_diff, float(np.abs(score - ref_score).max()))
-        click_diff = max(click_diff, float(np.abs(click - ref_click).max()))
-        min_rho = min(min_rho, _spearman(score[0], ref_score[0]))
-    parity = {"max_abs_score_diff": max_diff, "max_abs_click_diff": click_diff, "min_spearman": min_rho,
-              "requests": len(buckets), "reference": "torch fp32 module, random valid requests, one per bucket"}
-    return names, parity
+    sig = exp.signature
+    for b in buckets:
+        details = interpreter.get_signature_runner(signature_key(b)).get_input_details()
+        for spec, shape in zip(sig.inputs, sig.shapes(b)):
+            d = details[names["inputs"][spec.name]]
+            dtype = spec.dtype("int32")
+            if tuple(d["shape"]) != tuple(shape) or np.dtype(d["dtype"]) != np.dtype(dtype):
+                raise RuntimeError(f"signature {signature_key(b)!r}: input {spec.name} is "
+                                   f"{np.dtype(d['dtype'])}{list(d['shape'])}, expected {dtype}{list(shape)}")
+    return names
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+class LiteRTTarget:
+    """``model.tflite`` for LiteRT, one fixed-shape signature per candidate bucket."""
+
+    name = TargetName.LITERT
+    backend = BackendName.LITERT
+    id_dtype = "int32"
+
+    def lower(self, exp: Exportable, config: ExportConfig, calibration: list[dict[str, np.ndarray]],
+              out_dir: Path, log: Callable[[str], None] = print) -> LoweredModel:
+        buckets = tuple(b for b in (config.buckets or DEFAULT_BUCKETS) if b <= config.max_candidates)
+        return export_to_litert(exp, out_dir, config.quantize, buckets=buckets or (config.max_candidates,), log=log)
+
+
+TARGET = LiteRTTarget()
 
 
 def export_to_litert(exp: Exportable, out_dir: Path, quantize: str = "int8",
                      buckets: tuple[int, ...] = DEFAULT_BUCKETS,
-                     log: Callable[[str], None] = print) -> dict[str, Any]:
+                     log: Callable[[str], None] = print) -> LoweredModel:
     """Write ``out_dir/model.tflite`` and describe it for the bundle manifest.
 
-    The file appears only when conversion, quantization and the check against torch all
+    The file appears only when conversion, quantization and the signature check all
     succeeded (it is written to a temporary file in ``out_dir`` and renamed into place).
 
     Args:
@@ -292,18 +265,15 @@ def export_to_litert(exp: Exportable, out_dir: Path, quantize: str = "int8",
         log: progress messages.
 
     Returns:
-        ``model_file``, ``files``, ``signature`` (``inputs`` with int32 ids, ``outputs``,
-        ``max_candidates``, ``candidate_buckets``, ``signature_keys`` bucket -> signature
-        name, ``tensor_names``: our input/output names -> the names in the file) and
-        ``quantization`` (``method``, ``parity`` against the fp32 torch module, sizes).
+        The lowered model; its signature adds ``candidate_buckets``, ``signature_keys``
+        (bucket -> signature name) and ``tensor_names`` (our input/output names -> the
+        names in the file); ``check_candidates`` asks the self-check to run every bucket.
 
     Raises:
         InputError: bad ``quantize`` or ``buckets``.
-        RuntimeError: the converted model does not load, lacks a signature, or (fp32)
-            does not reproduce the torch scores.
+        RuntimeError: the converted model does not load or lacks a signature.
     """
-    if quantize not in ("int8", "none"):
-        raise InputError(f"quantize must be 'int8' or 'none', got {quantize!r}")
+    int8 = Quantization.parse(quantize, "quantize value") == Quantization.INT8
     buckets = _check_buckets(buckets)
     out_dir = Path(out_dir)
 
@@ -312,30 +282,22 @@ def export_to_litert(exp: Exportable, out_dir: Path, quantize: str = "int8",
     log(f"[litert] converted {len(buckets)} signatures {[signature_key(b) for b in buckets]} "
         f"({len(fp32) / 1024:.1f} KB, {time.perf_counter() - t0:.1f}s)")
     data = fp32
-    if quantize == "int8":
+    if int8:
         data = _quantize(fp32)
         log(f"[litert] int8 ({INT8_RECIPE}): {len(data) / 1024:.1f} KB before compaction")
     data = compact_flatbuffer(data)
-    names, parity = _check(data, exp, buckets)
-    if quantize == "none" and parity["max_abs_score_diff"] > _FP32_TOLERANCE:
-        raise RuntimeError(f"LiteRT fp32 scores differ from torch by {parity['max_abs_score_diff']:.2e} "
-                           f"(> {_FP32_TOLERANCE}); the conversion is wrong")
-    log(f"[litert] parity vs torch: max |score diff| {parity['max_abs_score_diff']:.2e}, "
-        f"min Spearman {parity['min_spearman']:.5f}")
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_dir / MODEL_FILE, data)
+    names = _check(data, exp, buckets)
+    atomic_write(out_dir / MODEL_FILE, data)
     log(f"[litert] wrote {MODEL_FILE} ({len(data) / 1024:.1f} KB)")
 
-    outputs = [{"name": n, "dtype": "float32", "shape": [1, "n_cand"]} for n in exp.output_names]
-    signature = {"inputs": exp.input_specs("n_cand", "int32"), "outputs": outputs,
-                 "max_candidates": max(buckets), "candidate_buckets": list(buckets),
-                 "signature_keys": {b: signature_key(b) for b in buckets}, "tensor_names": names}
-    quant: dict[str, Any] = {"method": "none", "parity": parity, "size_bytes": len(data),
-                             "fp32_size_bytes": len(compact_flatbuffer(fp32)) if quantize == "int8" else len(data)}
-    if quantize == "int8":
+    signature = exp.signature.to_manifest("int32", max(buckets), candidate_buckets=list(buckets),
+                                          signature_keys={b: signature_key(b) for b in buckets}, tensor_names=names)
+    quant: dict[str, Any] = {"method": "none", "size_bytes": len(data),
+                             "fp32_size_bytes": len(compact_flatbuffer(fp32)) if int8 else len(data)}
+    if int8:
         quant.update(method=INT8_RECIPE, tool="ai-edge-quantizer",
                      scheme="int8 symmetric per-channel weights (embedding rows, linear output channels), "
                             "dequantized once at load; float32 activations and compute",
-                     weights_from=Path(exp.source_checkpoint).name, measured=MEASURED)
-    return {"model_file": MODEL_FILE, "files": [MODEL_FILE], "signature": signature, "quantization": quant}
+                     weights_from=Path(exp.source_checkpoint).name)
+    return LoweredModel(model_file=MODEL_FILE, files=[MODEL_FILE], signature=signature, quantization=quant,
+                        check_candidates=buckets)

@@ -1,0 +1,99 @@
+"""The quickstart's plots: accuracy per model, latency per backend, training curves.
+
+matplotlib is imported inside each function (it is a ``[train]`` dependency, not the SDK's).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kdaliens.training.pipeline import MODELS
+
+COLORS = {"teacher/torch": "#444444", "student/torch": "#8c564b", "student/executorch": "#1f77b4",
+          "student/onnxruntime": "#d62728", "student/litert": "#2ca02c"}
+
+
+MODEL_COLORS = {"teacher": "#444444", "student_plain": "#8c564b", "student_kd": "#1f77b4", "student_kd_int8": "#17becf"}
+
+
+def plot_accuracy(metrics: dict[str, dict], path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    names = list(metrics)
+    panels = [("ctr", "auc", "AUC (CTR protocol)", 0.7), ("ranking", "hr@10", "HR@10 (1 + 100 unobserved)", 0.4)]
+    if all("ranking_full" in metrics[n] for n in names):
+        panels.append(("ranking_full", "hr@10", "HR@10 (full catalogue)", 0.0))
+    fig = Figure(figsize=(4 * len(panels), 3.6), dpi=120)
+    for k, (block, key, label, base) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        vals = [metrics[n][block][key] for n in names]
+        bars = ax.bar(range(len(names)), vals, color=[MODEL_COLORS.get(n, "#888888") for n in names])
+        for b, v in zip(bars, vals):
+            ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.4f}", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels([n.replace("student_", "") for n in names], fontsize=8)
+        ax.set_ylim(min(base, min(vals) - 0.02), max(vals) + 0.03)
+        ax.set_title(label, fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle("test accuracy per model (student_kd_int8 measured on the converted int8 model)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def plot_latency(rows: list[dict], path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4.2), dpi=120)
+    series: dict[str, list[dict]] = {}
+    for r in rows:
+        series.setdefault(f"{r['model']}/{r['backend']}", []).append(r)
+    for k, (part, title) in enumerate((("", "model call"), ("sdk_", "whole SDK rerank (SQLite stores)"))):
+        ax = fig.add_subplot(1, 2, k + 1)
+        for name, rs in series.items():
+            rs = sorted((r for r in rs if r.get(f"{part}p50_us") is not None), key=lambda r: r["candidates"])
+            if not rs:
+                continue
+            x = [r["candidates"] for r in rs]
+            quant = rs[0]["quantization"]
+            c = COLORS.get(name, None)
+            ax.plot(x, [r[f"{part}p50_us"] for r in rs], "-o", color=c, markersize=4, label=f"{name} {quant} p50")
+            ax.plot(x, [r[f"{part}p99_us"] for r in rs], ":", color=c, linewidth=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ticks = sorted({r["candidates"] for r in rows})
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("candidates per request")
+        ax.set_ylabel("us (solid p50, dotted p99)")
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("latency on one thread", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def plot_training(history: dict[str, list], path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.6), dpi=120)
+    for k, (block, key, label) in enumerate((("ctr", "auc", "validation AUC"), ("ranking", "hr@10", "validation HR@10"))):
+        ax = fig.add_subplot(1, 2, k + 1)
+        for name in sorted(history, key=lambda n: MODELS.index(n) if n in MODELS else len(MODELS)):
+            # An ensemble teacher has one curve per member; the first stands for them.
+            pts = [(h["epoch"], h["val"][block][key]) for h in history[name] if h.get("val") and not h.get("member")]
+            if pts:
+                ax.plot(*zip(*pts), "-o", markersize=3, color=MODEL_COLORS.get(name), label=name)
+        ax.set_xlabel("epoch")
+        ax.set_title(label, fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+# ------------------------------------------------------------------------------ main job

@@ -1,0 +1,82 @@
+"""What the Ranker reads from the device's stores, written down as interfaces.
+
+:class:`~kdaliens.sdk.stores.ItemCache` and :class:`~kdaliens.sdk.stores.BehaviorLog`
+are the SQLite stores an app keeps; any object with the same read methods works in
+their place (an app's own database, a test's dicts). :class:`MemoryItems` and
+:class:`MemoryEvents` are such objects, in plain dicts.
+
+Example:
+    >>> items = MemoryItems({"42": {"item_id": "42", "genres": ["Drama"]}})
+    >>> sorted(items.get_many(["42", "7"]))
+    ['42']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from .features import normalize_token
+
+
+@runtime_checkable
+class ItemReader(Protocol):
+    """Item attributes by id: what ``Ranker.rerank(cache=...)`` reads."""
+
+    def get_many(self, item_ids: Iterable[Any]) -> Mapping[str, Mapping[str, Any]]:
+        """Attribute dicts of the ids that are known; unknown ids are left out."""
+        ...
+
+
+@runtime_checkable
+class EventReader(Protocol):
+    """A user's past events, oldest first: what ``Ranker.rerank(log=...)`` reads."""
+
+    def events(self, user_id: Any, before: float | None = None) -> list[dict[str, Any]]:
+        """Dicts with ``item_id``, ``ts`` (seconds) and optionally ``event``, with ``ts < before``."""
+        ...
+
+
+@runtime_checkable
+class VersionedItemReader(ItemReader, Protocol):
+    """An :class:`ItemReader` that says when it changed, so a reader may keep derived data.
+
+    The :class:`~kdaliens.sdk.Ranker` keeps each item's encoded ids between calls for such
+    a store (:class:`~kdaliens.sdk.stores.ItemCache` is one) and encodes only new items.
+    """
+
+    def generation(self) -> int:
+        """A counter that changes whenever any item is written or evicted."""
+        ...
+
+    def get_many_timed(self, item_ids: Iterable[Any]) -> Mapping[str, tuple[Mapping[str, Any], float]]:
+        """Like ``get_many``, with each item's upsert time: id -> (attributes, updated_at)."""
+        ...
+
+    def expired_before(self) -> float:
+        """Items upserted at or before this time are expired (-inf: nothing expires)."""
+        ...
+
+
+class MemoryItems:
+    """An :class:`ItemReader` over a dict of item id -> attributes (no copies are made)."""
+
+    def __init__(self, attrs: Mapping[str, Mapping[str, Any]]):
+        self._attrs = attrs
+
+    def get_many(self, item_ids: Iterable[Any]) -> dict[str, Mapping[str, Any]]:
+        a = self._attrs
+        return {i: a[i] for i in item_ids if i in a}
+
+
+class MemoryEvents:
+    """An :class:`EventReader` over a dict of user id -> events (oldest first)."""
+
+    def __init__(self, events: Mapping[str, list[dict[str, Any]]]):
+        self._events = events
+
+    def events(self, user_id: Any, before: float | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        ev = self._events.get(normalize_token(user_id) or "", [])
+        if before is not None:
+            ev = [e for e in ev if e["ts"] < before]
+        return ev[-limit:] if limit else ev

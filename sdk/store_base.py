@@ -1,0 +1,391 @@
+"""The machinery under the device stores: one SQLite file, its schema, its connections.
+
+:class:`_Store` opens one connection per thread in WAL mode, takes writes in ``BEGIN
+IMMEDIATE`` transactions, retries SQLite's refusals that skip the busy handler, and
+migrates the file's ``kdaliens_*`` tables to :data:`SCHEMA_VERSION`. The public stores
+(:mod:`kdaliens.sdk.stores`) add their tables' reads and writes on top.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, KdaliensError
+from .features import normalize_token
+
+#: Layout version this SDK writes. Bump it and append a step to ``_MIGRATIONS`` to change it.
+SCHEMA_VERSION = 1
+
+_BUSY_TIMEOUT_S = 5.0
+# Ids per ``IN (...)`` query: below SQLITE_MAX_VARIABLE_NUMBER of every SQLite build (999 before 3.32).
+_CHUNK = 900
+_META_TABLE = "kdaliens_meta"
+_GENERATION_KEY = "items_generation"
+
+# One writer lock per database file and process: threads of this process that write the same
+# file queue here (promptly woken) instead of in SQLite's busy handler, which polls with sleeps
+# of up to 100 ms. Other processes still wait in the busy handler.
+_FILE_LOCKS: dict[str, threading.Lock] = {}
+_FILE_LOCKS_GUARD = threading.Lock()
+
+
+def _file_lock(path: str) -> threading.Lock:
+    key = os.path.normcase(os.path.realpath(path))
+    with _FILE_LOCKS_GUARD:
+        lock = _FILE_LOCKS.get(key)
+        if lock is None:
+            lock = _FILE_LOCKS[key] = threading.Lock()
+        return lock
+
+
+_OPEN_STORES: weakref.WeakSet = weakref.WeakSet()
+
+
+def _reset_file_locks_in_child() -> None:
+    # A lock held by a parent thread at fork time would never be released in the child.
+    global _FILE_LOCKS, _FILE_LOCKS_GUARD
+    _FILE_LOCKS = {}
+    _FILE_LOCKS_GUARD = threading.Lock()
+    for store in list(_OPEN_STORES):
+        store._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_file_locks_in_child)
+
+
+class StoreError(KdaliensError):
+    """A store file cannot be opened or used: not SQLite, a newer schema, locked too long, closed."""
+
+
+# --------------------------------------------------------------------------------------
+# Schema and migrations.
+
+
+def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {_META_TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    # seq: monotonic upsert order (size-bound eviction and item_ids order);
+    # updated_at: wall-clock time of the upsert (TTL).
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS kdaliens_items ("
+        " item_id TEXT PRIMARY KEY NOT NULL,"
+        " attrs TEXT NOT NULL,"
+        " updated_at REAL NOT NULL,"
+        " seq INTEGER NOT NULL)"
+    )
+    conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS kdaliens_items_seq ON kdaliens_items (seq)")
+    conn.execute("CREATE INDEX IF NOT EXISTS kdaliens_items_updated ON kdaliens_items (updated_at)")
+    # id (the rowid) is insertion order; it breaks ties between equal timestamps.
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS kdaliens_events ("
+        " id INTEGER PRIMARY KEY,"
+        " user_id TEXT NOT NULL,"
+        " item_id TEXT NOT NULL,"
+        " event TEXT NOT NULL,"
+        " ts REAL NOT NULL)"
+    )
+    # Every index entry ends with the rowid, so this index serves
+    # ``WHERE user_id = ? AND ts < ? ORDER BY ts DESC, id DESC LIMIT ?`` without sorting.
+    conn.execute("CREATE INDEX IF NOT EXISTS kdaliens_events_user_ts ON kdaliens_events (user_id, ts)")
+
+
+# _MIGRATIONS[v] brings a file from version v to v + 1.
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _migrate_0_to_1}
+
+
+def _read_version(conn: sqlite3.Connection, name: str) -> int:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_META_TABLE,)).fetchone()
+    if row is None:
+        return 0
+    row = conn.execute(f"SELECT value FROM {_META_TABLE} WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        return 0
+    try:
+        return int(row[0])
+    except (TypeError, ValueError):
+        raise StoreError(f"{name}: unreadable kdaliens schema version {row[0]!r}") from None
+
+
+def _ensure_schema(conn: sqlite3.Connection, name: str) -> None:
+    version = _read_version(conn, name)
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION or version < 0:
+        raise StoreError(
+            f"{name}: kdaliens store schema version {version} is newer than this SDK supports "
+            f"({SCHEMA_VERSION}); upgrade kdaliens to open it"
+        )
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _read_version(conn, name)  # another process may have migrated meanwhile
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{name}: kdaliens store schema version {version} is newer than this SDK supports")
+        while version < SCHEMA_VERSION:
+            _MIGRATIONS[version](conn)
+            version += 1
+            conn.execute(
+                f"INSERT INTO {_META_TABLE} (key, value) VALUES ('schema_version', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(version),),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back an open transaction without hiding the error that got us here."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+
+# --------------------------------------------------------------------------------------
+# Input validation.
+
+
+def _id(value: Any, what: str) -> str:
+    if isinstance(value, (Mapping, list, tuple, set)):
+        raise InputError(f"{what} must be a string or a number, got {type(value).__name__}: {value!r}")
+    try:
+        token = normalize_token(value)
+    except InputError:
+        raise InputError(f"{what} must be a string or a number, got {type(value).__name__}: {value!r}") from None
+    if token is None:
+        raise InputError(f"{what} is missing or empty: {value!r}")
+    return token
+
+
+def _ts(value: Any, what: str = "ts", allow_inf: bool = False) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise InputError(f"{what} must be a number of seconds since the epoch, got {type(value).__name__}: {value!r}")
+    f = float(value)
+    if math.isnan(f) or (math.isinf(f) and not allow_inf):
+        raise InputError(f"{what} must be finite, got {value!r}")
+    return f
+
+
+def _event(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"event must be a string, got {type(value).__name__}: {value!r}")
+    if not value.strip():
+        raise InputError("event must be a non-empty string")
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"a value of type {type(value).__name__} is not JSON-serializable: {value!r}")
+
+
+def _attrs_json(item: Mapping, item_id: str) -> str:
+    attrs = {}
+    for key, value in item.items():
+        if key == "item_id":
+            continue
+        if not isinstance(key, str):
+            raise InputError(f"item {item_id!r}: attribute names must be strings, got {key!r}")
+        attrs[key] = value
+    try:
+        return json.dumps(attrs, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_json_default)
+    except ValueError as e:  # NaN / inf (strict JSON has neither) or a circular reference
+        raise InputError(
+            f"item {item_id!r}: attributes cannot be stored as JSON ({e}); use None for a missing value"
+        ) from None
+    except TypeError as e:
+        raise InputError(f"item {item_id!r}: attributes cannot be stored as JSON: {e}") from None
+
+
+def _chunks(seq: list, n: int = _CHUNK) -> Iterator[list]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+# --------------------------------------------------------------------------------------
+# Connections.
+
+
+class _Store:
+    """One SQLite file, one connection per thread, writes in ``BEGIN IMMEDIATE`` transactions."""
+
+    _synchronous = "NORMAL"
+
+    def __init__(self, path: str | os.PathLike, busy_timeout: float = _BUSY_TIMEOUT_S):
+        if isinstance(path, (bytes, bytearray)):
+            path = os.fsdecode(path)
+        if not isinstance(path, (str, os.PathLike)):
+            raise InputError(f"path must be a file path, got {type(path).__name__}: {path!r}")
+        path = os.fspath(path)
+        if not path or path == ":memory:" or path.startswith("file:"):
+            raise InputError(f"path must name a database file (each thread opens its own connection), got {path!r}")
+        if not (isinstance(busy_timeout, numbers.Real) and busy_timeout >= 0 and math.isfinite(busy_timeout)):
+            raise InputError(f"busy_timeout must be a non-negative number of seconds, got {busy_timeout!r}")
+        self.path = path
+        self._busy_timeout = float(busy_timeout)
+        self._lock = threading.Lock()
+        self._write_lock = _file_lock(path)
+        self._local = threading.local()
+        self._conns: dict[int, tuple[threading.Thread, sqlite3.Connection]] = {}
+        self._inherited: list[sqlite3.Connection] = []  # opened by a parent process: never used, never closed
+        self._pid = os.getpid()
+        self._closed = False
+        _OPEN_STORES.add(self)
+        conn = self._conn()
+        with self._errors("open"):
+            mode = self._retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            self._retry_busy(lambda: _ensure_schema(conn, self.path))
+        self.journal_mode = str(mode).lower()
+
+    def _retry_busy(self, step):
+        """Run one opening step, retrying SQLITE_BUSY until busy_timeout has passed.
+
+        SQLite skips the busy handler where waiting could deadlock: two processes that
+        both hold a read lock on a fresh file and both ask to switch it to WAL. One of
+        them gets "database is locked" at once; trying again after the other has
+        finished is the documented remedy.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        pause = 0.005
+        while True:
+            try:
+                return step()
+            except sqlite3.OperationalError as e:
+                msg = str(e)
+                if not ("locked" in msg or "busy" in msg) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+    def _open_connection(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot open the store ({e})") from e
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise StoreError(f"{self.path}: not a SQLite database, or it is corrupt ({e})") from e
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError(f"{self.path}: the store is closed")
+        if os.getpid() != self._pid:
+            self._after_fork()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        conn = self._open_connection()
+        with self._lock:
+            if self._closed:
+                conn.close()
+                raise StoreError(f"{self.path}: the store is closed")
+            # Close the connections of threads that have ended (their ids may be reused).
+            for ident, (thread, old) in list(self._conns.items()):
+                if not thread.is_alive():
+                    del self._conns[ident]
+                    old.close()
+            self._conns[threading.get_ident()] = (threading.current_thread(), conn)
+        self._local.conn = conn
+        return conn
+
+    def _after_fork(self) -> None:
+        with self._lock:
+            if os.getpid() == self._pid:
+                return
+            # SQLite connections must not cross fork; keep the parent's alive (closing them
+            # here could checkpoint a WAL the parent is using) and start afresh.
+            self._inherited.extend(conn for _, conn in self._conns.values())
+            self._conns = {}
+            self._local = threading.local()
+            self._write_lock = _file_lock(self.path)
+            self._pid = os.getpid()
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as e:
+            msg = str(e)
+            if "not a database" in msg or "malformed" in msg:
+                raise StoreError(f"{self.path}: not a SQLite database, or it is corrupt ({msg})") from e
+            if "locked" in msg or "busy" in msg:
+                raise StoreError(
+                    f"{self.path}: {action} timed out after {self._busy_timeout:g} s waiting for another writer ({msg})"
+                ) from e
+            raise StoreError(f"{self.path}: {action} failed ({msg})") from e
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction; the write lock is taken up front, so it never deadlocks on upgrade."""
+        conn = self._conn()
+        if not self._write_lock.acquire(timeout=self._busy_timeout):
+            raise StoreError(
+                f"{self.path}: {action} timed out after {self._busy_timeout:g} s waiting for another writer thread"
+            )
+        try:
+            with self._errors(action):
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _rollback(conn)
+                    raise
+        finally:
+            self._write_lock.release()
+
+    @contextmanager
+    def _read(self, action: str) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        with self._errors(action):
+            yield conn
+
+    def close(self) -> None:
+        """Close every connection this object opened. Call it once other threads are done with it."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            conns, self._conns = list(self._conns.values()), {}
+            if os.getpid() != self._pid:
+                conns = []
+        for _, conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"{type(self).__name__}({self.path!r}, {state})"
