@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -465,22 +466,15 @@ _WRITER_CHILD = textwrap.dedent(
 )
 
 
-def test_two_writer_processes(tmp_path):
-    db = tmp_path / "device.db"  # not created yet: both processes race to create the schema too
-    go = tmp_path / "go"
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WRITER_CHILD, str(db), f"p{k}", str(go)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for k in range(2)
-    ]
+def _run_children(code: str, args: list[list[str]], go: Callable[[], None]) -> None:
+    """Start one process per argument list, wait until each says "ready", call ``go``,
+    then require every one to print "done" and exit 0 (stragglers are killed)."""
+    children = [subprocess.Popen([sys.executable, "-c", code, *a], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True) for a in args]
     try:
         for c in children:
             assert c.stdout.readline().strip() == "ready", c.stderr.read()
-        go.touch()
+        go()
         for c in children:
             out, err = c.communicate(timeout=120)
             assert c.returncode == 0, err
@@ -490,6 +484,12 @@ def test_two_writer_processes(tmp_path):
             if c.poll() is None:
                 c.kill()
                 c.wait()
+
+
+def test_two_writer_processes(tmp_path):
+    db = tmp_path / "device.db"  # not created yet: both processes race to create the schema too
+    go = tmp_path / "go"
+    _run_children(_WRITER_CHILD, [[str(db), f"p{k}", str(go)] for k in range(2)], go.touch)
     with BehaviorLog(db) as log:
         assert len(log) == 1200
         assert log.users() == ["p0", "p1"]
@@ -519,30 +519,13 @@ def test_processes_opening_one_fresh_file_at_once(tmp_path):
     # SQLite answers "database is locked" at once, without waiting, to one of two
     # processes that switch a fresh file to WAL together; opening must retry, not fail.
     trials, n = 20, 6
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", _OPENER_CHILD, str(tmp_path), f"p{k}", str(trials)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for k in range(n)
-    ]
-    try:
-        for c in children:
-            assert c.stdout.readline().strip() == "ready", c.stderr.read()
+
+    def release_one_file_at_a_time() -> None:
         for t in range(trials):
             (tmp_path / f"go{t}").touch()
             time.sleep(0.05)
-        for c in children:
-            out, err = c.communicate(timeout=120)
-            assert c.returncode == 0, err
-            assert out.strip() == "done"
-    finally:
-        for c in children:
-            if c.poll() is None:
-                c.kill()
-                c.wait()
+
+    _run_children(_OPENER_CHILD, [[str(tmp_path), f"p{k}", str(trials)] for k in range(n)], release_one_file_at_a_time)
     for t in range(trials):
         with BehaviorLog(tmp_path / f"fresh{t}.db") as log:
             assert log.users() == [f"p{k}" for k in range(n)]
