@@ -39,10 +39,6 @@ class Requests:
     users: np.ndarray
     split: str
 
-    def as_tuples(self, names: list[str], limit: int | None = None) -> list[tuple[torch.Tensor, ...]]:
-        rows = self.inputs if limit is None else self.inputs[:limit]
-        return [tuple(torch.from_numpy(r[n]) for n in names) for r in rows]
-
 
 def load_requests(run_dir: Path, exp: Exportable, split: str = "test", limit: int | None = None) -> Requests:
     """The CTR split of the run's dataset as device requests (SDK-encoded)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -127,15 +128,16 @@ class Bundle:
             spec = FeatureSpec.from_dict(manifest["feature_spec"])
         except InputError as e:
             raise BundleError(f"{mpath}: bad feature_spec ({e})") from e
-        ModelSignature.from_spec(spec).check_manifest(manifest["signature"], str(mpath))
-        return cls(path=path, manifest=manifest, spec=spec)
+        bundle = cls(path=path, manifest=manifest, spec=spec)
+        bundle.signature.check_manifest(manifest["signature"], str(mpath))
+        return bundle
 
     @property
     def target(self) -> TargetName:
         """Where the bundle runs (``tflite`` in older manifests reads as ``litert``)."""
         return TargetName.parse(self.manifest["target"])
 
-    @property
+    @cached_property
     def signature(self) -> ModelSignature:
         """The model's inputs and outputs, derived from the feature spec (checked against the manifest)."""
         return ModelSignature.from_spec(self.spec)

@@ -34,7 +34,7 @@ class _Named(str, Enum):
         for member in cls:
             if member.value == key:
                 return member
-        raise InputError(f"unknown {what or cls.__name__} {value!r}; choose one of {cls.choices()}")
+        raise InputError(f"{what or cls.__name__} must be one of {cls.choices()}, got {value!r}")
 
     @classmethod
     def choices(cls, aliases: bool = False) -> list[str]:

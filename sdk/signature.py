@@ -15,7 +15,7 @@ candidates (``"n_cand"``). Ids are int64, or int32 where a runtime wants it (Lit
 
 Example:
     >>> sig = ModelSignature.from_spec(spec)                      # doctest: +SKIP
-    >>> [i.name for i in sig.inputs_of(Role.CANDIDATE)]            # doctest: +SKIP
+    >>> sig.candidate_names                                        # doctest: +SKIP
     ['cand_item_id', 'cand_year', 'cand_genres']
 """
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -109,16 +110,17 @@ class ModelSignature:
         return cls(tuple(inputs), spec.history.length)
 
     # ------------------------------------------------------------------ lookup
-    @property
+    @cached_property
     def names(self) -> list[str]:
         return [i.name for i in self.inputs]
 
-    def inputs_of(self, role: Role) -> list[InputSpec]:
-        return [i for i in self.inputs if i.role == role]
-
-    @property
+    @cached_property
     def candidate_names(self) -> list[str]:
         return [i.name for i in self.inputs if i.role == Role.CANDIDATE]
+
+    @cached_property
+    def _candidate_set(self) -> frozenset[str]:
+        return frozenset(self.candidate_names)
 
     def input_for(self, role: Role, key: str) -> InputSpec:
         """The input of ``role`` read from encoder key ``key`` (a field name or ``hist_*`` key)."""
@@ -152,7 +154,7 @@ class ModelSignature:
 
     def slice_candidates(self, inputs: Mapping[str, Any], start: int, stop: int) -> dict[str, Any]:
         """The same request over candidates ``[start, stop)`` (other inputs are shared)."""
-        cand = set(self.candidate_names)
+        cand = self._candidate_set  # computed once: the Ranker slices every chunk of every call
         return {n: (v[:, start:stop] if n in cand else v) for n, v in inputs.items()}
 
     def n_candidates(self, inputs: Mapping[str, Any]) -> int:

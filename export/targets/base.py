@@ -50,7 +50,7 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target", TargetName.parse(self.target, "target"))
-        object.__setattr__(self, "quantize", Quantization.parse(self.quantize, "quantize value"))
+        object.__setattr__(self, "quantize", Quantization.parse(self.quantize, "quantize"))
         if isinstance(self.max_candidates, bool) or not isinstance(self.max_candidates, int) or self.max_candidates < 2:
             raise InputError(f"max_candidates must be an int >= 2, got {self.max_candidates!r}")
         if isinstance(self.tolerance, bool) or not isinstance(self.tolerance, (int, float)) \

@@ -273,7 +273,7 @@ def export_to_litert(exp: Exportable, out_dir: Path, quantize: str = "int8",
         InputError: bad ``quantize`` or ``buckets``.
         RuntimeError: the converted model does not load or lacks a signature.
     """
-    int8 = Quantization.parse(quantize, "quantize value") == Quantization.INT8
+    int8 = Quantization.parse(quantize, "quantize") == Quantization.INT8
     buckets = _check_buckets(buckets)
     out_dir = Path(out_dir)
 

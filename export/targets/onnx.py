@@ -206,7 +206,7 @@ def export_to_onnx(exp: Exportable, out_dir: Path, quantize: str = "int8", max_c
     """
     import onnx
 
-    int8 = Quantization.parse(quantize, "quantize value") == Quantization.INT8
+    int8 = Quantization.parse(quantize, "quantize") == Quantization.INT8
     if method is not None and method not in METHODS:
         raise InputError(f"ONNX int8 method must be one of {METHODS}, got {method!r}")
     if int(max_candidates) < 2:
