@@ -22,7 +22,7 @@ import torch
 from kdaliens.sdk.features import FeatureEncoder
 from kdaliens.training.batches import prev_gaps, student_requests, teacher_requests, to_torch
 from kdaliens.training.checkpoint import load_model
-from kdaliens.training.data import Prepared, SplitConfig, load_prepared
+from kdaliens.training.data import Prepared, load_prepared
 
 from .exportable import Exportable
 
@@ -33,7 +33,7 @@ def run_prepared(run_dir: str | Path, config) -> Prepared:
     """The run's dataset, prepared with the run's own settings (from the cache)."""
     run_dir = Path(run_dir)
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
-    return load_prepared(info.get("data", "movielens-100k"), config.data, SplitConfig(**config.split), verbose=False)
+    return load_prepared(info.get("data", "movielens-100k"), config.data, config.split, verbose=False)
 
 
 def _request_rows(prep: Prepared, n_cand: int, n_req: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

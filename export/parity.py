@@ -21,7 +21,7 @@ from kdaliens.sdk.errors import KdaliensError
 from kdaliens.sdk.features import FeatureEncoder
 from kdaliens.training import metrics as M
 from kdaliens.training.batches import student_requests
-from kdaliens.training.data import SplitConfig, load_prepared
+from kdaliens.training.data import load_prepared
 
 from .exportable import Exportable
 
@@ -45,7 +45,7 @@ def load_requests(run_dir: Path, exp: Exportable, split: str = "test", limit: in
     run_dir = Path(run_dir)
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
     data = info.get("data", "movielens-100k")
-    prep = load_prepared(data, exp.config.data, SplitConfig(**exp.config.split))
+    prep = load_prepared(data, exp.config.data, exp.config.split)
     enc = FeatureEncoder(exp.spec)
     d = prep.ctr[split]
     rows = np.arange(len(d["label"]))

@@ -28,7 +28,9 @@ def _from_dict(cls: type[T], d: Mapping[str, Any], where: str) -> T:
     defaults = cls()  # type: ignore[call-arg]
     for k, v in d.items():
         default = getattr(defaults, k)
-        if is_dataclass(default) and isinstance(v, Mapping):
+        if isinstance(default, DataConfig):
+            kw[k] = DataConfig.from_dict(v)
+        elif is_dataclass(default) and isinstance(v, Mapping):
             kw[k] = _from_dict(type(default), v, f"{where}.{k}")
         elif isinstance(default, tuple) and isinstance(v, (list, tuple)):
             kw[k] = tuple(v)
@@ -53,6 +55,92 @@ def _check_type(v: Any, default: Any, where: str) -> Any:
         raise InputError(f"config {where}: expected {type(default).__name__ if default is not None else 'a number'}"
                          f", got {v!r}")
     return float(v) if isinstance(default, float) else v
+
+
+@dataclass
+class DataConfig:
+    """How to read a log. Every field has a default that fits the common formats.
+
+    Args:
+        columns: for CSV/Parquet, maps our names (``user_id``, ``item_id``,
+            ``timestamp``, ``rating``, ``label``) to the file's column names. Missing
+            entries are guessed from common spellings (``userId``, ``movieId``, ``ts``...).
+        user_columns / item_columns: for CSV/Parquet, extra columns that are user or
+            item attributes (the first value seen per user or item is kept).
+        field_kinds: overrides the kind of an attribute: ``categorical``, ``numeric``,
+            ``multi`` (separator-split tokens) or ``skip``.
+        click_threshold: an explicit rating at or above this is a click (label 1).
+        implicit: force implicit feedback (ignore ratings); None means decide from
+            the data (no rating and no label column means implicit).
+    """
+
+    columns: dict[str, str] = field(default_factory=dict)
+    user_columns: list[str] = field(default_factory=list)
+    item_columns: list[str] = field(default_factory=list)
+    field_kinds: dict[str, str] = field(default_factory=dict)
+    click_threshold: float = 4.0
+    implicit: bool | None = None
+
+    def to_dict(self) -> dict:
+        return {"columns": dict(self.columns), "user_columns": list(self.user_columns),
+                "item_columns": list(self.item_columns), "field_kinds": dict(self.field_kinds),
+                "click_threshold": self.click_threshold, "implicit": self.implicit}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DataConfig:
+        if not isinstance(d, Mapping):
+            raise InputError(f"config run.data: expected an object, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise InputError(f"config run.data: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+        for k in ("columns", "field_kinds"):
+            if k in d and not (isinstance(d[k], Mapping) and all(isinstance(x, str) for x in d[k].values())):
+                raise InputError(f"config run.data.{k}: expected an object of strings, got {d[k]!r}")
+        for k in ("user_columns", "item_columns"):
+            if k in d and not (isinstance(d[k], (list, tuple)) and all(isinstance(x, str) for x in d[k])):
+                raise InputError(f"config run.data.{k}: expected a list of strings, got {d[k]!r}")
+        if d.get("implicit") not in (None, True, False):
+            raise InputError(f"config run.data.implicit: expected true, false or null, got {d['implicit']!r}")
+        kw = dict(d)
+        if "click_threshold" in kw:
+            kw["click_threshold"] = _check_type(kw["click_threshold"], 4.0, "run.data.click_threshold")
+        return cls(**kw)
+
+
+@dataclass
+class SplitConfig:
+    """Settings of preprocessing and the two evaluation protocols.
+
+    Args:
+        ctr_test_frac: share of each user's last interactions held out for CTR test.
+        ctr_val_frac: share before those held out for validation.
+        implicit_negatives: for implicit data, sampled negatives per positive (CTR).
+        rank_negatives: unobserved items each leave-one-out target is ranked against.
+        numeric_buckets: quantile buckets for numeric attributes.
+        multi_max_len: cap on tokens per multi-valued attribute (genres).
+        hash_threshold: categorical attributes with more distinct values than this
+            are hashed (into this many buckets) instead of getting a vocabulary.
+        seed: seed of the negative sampling.
+    """
+
+    ctr_test_frac: float = 0.1
+    ctr_val_frac: float = 0.1
+    implicit_negatives: int = 1
+    rank_negatives: int = 100
+    numeric_buckets: int = 10
+    multi_max_len: int = 6
+    hash_threshold: int = 100_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (0 < self.ctr_test_frac < 0.5 and 0 <= self.ctr_val_frac < 0.5):
+            raise InputError("ctr_test_frac must be in (0, 0.5) and ctr_val_frac in [0, 0.5)")
+        if self.rank_negatives < 1 or self.implicit_negatives < 1:
+            raise InputError("rank_negatives and implicit_negatives must be >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -277,15 +365,16 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
-    """Everything a run needs. ``data`` is a DataConfig dict, ``split`` a SplitConfig dict."""
+    """Everything a run needs: the models, distillation, training, int8 grid, and how the
+    log is read (``data``) and split (``split``)."""
 
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
-    data: dict = field(default_factory=dict)
-    split: dict = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -356,7 +445,8 @@ def merge(base: RunConfig, overrides: Mapping[str, Any] | None = None, sets: lis
             if not isinstance(node[p], dict):
                 raise InputError(f"--set {item!r}: {p!r} is a value, not a section")
             node = node[p]
-        if path[0] not in ("data", "split") and path[-1] not in node:
+        free_form = path[0] == "data" and len(path) > 2  # inside data.columns / data.field_kinds
+        if not free_form and path[-1] not in node:
             raise InputError(f"--set {item!r}: unknown key {path[-1]!r} in {'.'.join(path[:-1])} "
                              f"(known: {sorted(node)})")
         node[path[-1]] = value

@@ -35,7 +35,7 @@ from kdaliens.sdk.fileio import atomic_write
 
 from .checkpoint import load_model, save_checkpoint
 from .config import RunConfig
-from .data import SplitConfig, load_prepared
+from .data import load_prepared
 from .distill import TeacherSignals
 from .loop import Context, DistEnv, init_distributed, resolve_device
 from .student_loop import evaluate_student, probe_student_epoch, qat_student, train_student
@@ -105,7 +105,7 @@ class _Run:
         self.out, self.cfg, self.env, self.log = out, cfg, env, log
         self.t_start = time.perf_counter()
         device = resolve_device(cfg.train.device, env)
-        prep = load_prepared(data, cfg.data, SplitConfig(**cfg.split), verbose=env.main)
+        prep = load_prepared(data, cfg.data, cfg.split, verbose=env.main)
         self.ctx = Context(prep, cfg, device)
         self.chash = _config_hash(cfg, data)
         self.metrics: dict[str, dict] = {}

@@ -9,7 +9,7 @@ import torch
 
 from kdaliens.sdk import InputError
 from kdaliens.training.checkpoint import load_model
-from kdaliens.training.data import SplitConfig, load_prepared
+from kdaliens.training.data import load_prepared
 from kdaliens.training.loop import Context
 from kdaliens.training.student_loop import evaluate_student
 from kdaliens.training.teacher_loop import evaluate_teacher
@@ -21,7 +21,7 @@ def test_checkpoint_reproduces_metrics(tiny_run, name):
     payload = torch.load(out / f"{name}.pt", weights_only=True)
     assert payload["format"] == "kdaliens-checkpoint" and "config" in payload and "spec" in payload
     model, cfg, spec, extra = load_model(out / f"{name}.pt")
-    ctx = Context(load_prepared("movielens-100k", cfg.data, SplitConfig(**cfg.split)), cfg)
+    ctx = Context(load_prepared("movielens-100k", cfg.data, cfg.split), cfg)
     evaluate = evaluate_teacher if name == "teacher" else evaluate_student
     with torch.no_grad():
         m = evaluate(model, ctx, "test")

@@ -34,6 +34,10 @@ def test_presets_and_overrides_compose_in_order(tmp_path: Path):
     assert _cfg("--max-minutes", "7.5").train.max_minutes == 7.5
     # Values that are not JSON stay strings; the dataclass then checks them.
     assert merge(preset("default"), None, ["train.device=cpu"]).train.device == "cpu"
+    # How the log is read and split are typed sections too; column maps stay free-form.
+    cfg = merge(preset("default"), {"data": {"implicit": True}}, ["split.rank_negatives=50", "data.columns.user_id=uid"])
+    assert cfg.split.rank_negatives == 50 and cfg.data.columns == {"user_id": "uid"} and cfg.data.implicit is True
+    assert RunConfig.from_dict(json.loads(cfg.to_json())) == cfg
 
 
 @pytest.mark.parametrize("item, message", [
@@ -44,6 +48,10 @@ def test_presets_and_overrides_compose_in_order(tmp_path: Path):
     ("train.device=tpu", "train.device must be one of"),
     ("train.max_minutes=0", "max_minutes must be > 0"),
     ("distill.method=nope", "distill.method 'nope' is not available"),
+    ("split.foo=1", "unknown key 'foo' in split"),
+    ("split.seed=a", "run.split.seed: expected int"),
+    ("data.implicit=3", "run.data.implicit: expected true, false or null"),
+    ("data.columns=3", "run.data.columns: expected an object of strings"),
 ])
 def test_bad_overrides_name_the_problem(item, message):
     with pytest.raises(InputError, match=message):

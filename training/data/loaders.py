@@ -32,6 +32,8 @@ import pandas as pd
 from kdaliens.sdk.errors import InputError
 from kdaliens.sdk.features import normalize_token
 
+from ..config import DataConfig
+
 EMBEDDED = {"movielens-100k": "movielens-100k", "ml-100k": "movielens-100k"}
 
 FIELD_KINDS = ("categorical", "numeric", "multi", "skip")
@@ -47,43 +49,6 @@ class DataFormatError(InputError):
             msg += f"; got {got!r}"
         super().__init__(msg)
         self.path, self.line, self.expected, self.got = str(path), line, expected, got
-
-
-@dataclass
-class DataConfig:
-    """How to read a log. Every field has a default that fits the common formats.
-
-    Args:
-        columns: for CSV/Parquet, maps our names (``user_id``, ``item_id``,
-            ``timestamp``, ``rating``, ``label``) to the file's column names. Missing
-            entries are guessed from common spellings (``userId``, ``movieId``, ``ts``...).
-        user_columns / item_columns: for CSV/Parquet, extra columns that are user or
-            item attributes (the first value seen per user or item is kept).
-        field_kinds: overrides the kind of an attribute: ``categorical``, ``numeric``,
-            ``multi`` (separator-split tokens) or ``skip``.
-        click_threshold: an explicit rating at or above this is a click (label 1).
-        implicit: force implicit feedback (ignore ratings); None means decide from
-            the data (no rating and no label column means implicit).
-    """
-
-    columns: dict[str, str] = field(default_factory=dict)
-    user_columns: list[str] = field(default_factory=list)
-    item_columns: list[str] = field(default_factory=list)
-    field_kinds: dict[str, str] = field(default_factory=dict)
-    click_threshold: float = 4.0
-    implicit: bool | None = None
-
-    def to_dict(self) -> dict:
-        return {"columns": dict(self.columns), "user_columns": list(self.user_columns),
-                "item_columns": list(self.item_columns), "field_kinds": dict(self.field_kinds),
-                "click_threshold": self.click_threshold, "implicit": self.implicit}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DataConfig:
-        unknown = set(d) - {"columns", "user_columns", "item_columns", "field_kinds", "click_threshold", "implicit"}
-        if unknown:
-            raise InputError(f"unknown data config keys: {sorted(unknown)}")
-        return cls(**dict(d))
 
 
 @dataclass

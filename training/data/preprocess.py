@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,46 +43,12 @@ from kdaliens.sdk.features import (
 )
 from kdaliens.sdk.history import HistorySpec
 
-from .loaders import EMBEDDED, DataConfig, Dataset, embedded_path, load_dataset
+from ..config import DataConfig, SplitConfig
+from .loaders import EMBEDDED, Dataset, embedded_path, load_dataset
 
 PREP_VERSION = 1
 IMPLICIT_EVENT = "interact"
 SPLITS = ("train", "val", "test")
-
-
-@dataclass
-class SplitConfig:
-    """Settings of preprocessing and the two evaluation protocols.
-
-    Args:
-        ctr_test_frac: share of each user's last interactions held out for CTR test.
-        ctr_val_frac: share before those held out for validation.
-        implicit_negatives: for implicit data, sampled negatives per positive (CTR).
-        rank_negatives: unobserved items each leave-one-out target is ranked against.
-        numeric_buckets: quantile buckets for numeric attributes.
-        multi_max_len: cap on tokens per multi-valued attribute (genres).
-        hash_threshold: categorical attributes with more distinct values than this
-            are hashed (into this many buckets) instead of getting a vocabulary.
-        seed: seed of the negative sampling.
-    """
-
-    ctr_test_frac: float = 0.1
-    ctr_val_frac: float = 0.1
-    implicit_negatives: int = 1
-    rank_negatives: int = 100
-    numeric_buckets: int = 10
-    multi_max_len: int = 6
-    hash_threshold: int = 100_000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not (0 < self.ctr_test_frac < 0.5 and 0 <= self.ctr_val_frac < 0.5):
-            raise InputError("ctr_test_frac must be in (0, 0.5) and ctr_val_frac in [0, 0.5)")
-        if self.rank_negatives < 1 or self.implicit_negatives < 1:
-            raise InputError("rank_negatives and implicit_negatives must be >= 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
