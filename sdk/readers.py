@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from .errors import InputError
 from .features import normalize_token
 
 
@@ -59,14 +60,33 @@ class VersionedItemReader(ItemReader, Protocol):
 
 
 class MemoryItems:
-    """An :class:`ItemReader` over a dict of item id -> attributes (no copies are made)."""
+    """An :class:`ItemReader` over a dict of item id -> attributes, with ItemCache's answers.
 
-    def __init__(self, attrs: Mapping[str, Mapping[str, Any]]):
-        self._attrs = attrs
+    Ids are matched the way :class:`~kdaliens.sdk.stores.ItemCache` matches them (``42``
+    and ``"42"`` are one id), and each answer is ``{"item_id": canonical id, **attributes}``
+    in request order, duplicates once. An empty id raises :class:`InputError`.
+    """
+
+    def __init__(self, attrs: Mapping[Any, Mapping[str, Any]]):
+        self._attrs: dict[str, dict[str, Any]] = {}
+        for k, v in attrs.items():
+            key = _key(k)
+            self._attrs[key] = {"item_id": key, **{f: x for f, x in v.items() if f != "item_id"}}
 
     def get_many(self, item_ids: Iterable[Any]) -> dict[str, Mapping[str, Any]]:
-        a = self._attrs
-        return {i: a[i] for i in item_ids if i in a}
+        a, out = self._attrs, {}
+        for v in item_ids:
+            k = _key(v)
+            if k in a and k not in out:
+                out[k] = a[k]
+        return out
+
+
+def _key(value: Any) -> str:
+    key = normalize_token(value)
+    if key is None:
+        raise InputError(f"item_id is missing or empty: {value!r}")
+    return key
 
 
 class MemoryEvents:

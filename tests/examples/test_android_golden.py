@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from kdaliens.sdk import Bundle
-from kdaliens.sdk.golden import build_golden, write_golden
+from kdaliens.jobs.golden import build_golden, write_golden
 
 ROOT = Path(__file__).resolve().parents[2]
 ANDROID = ROOT / "examples" / "android"
@@ -131,7 +131,7 @@ def test_golden_module_imports_without_heavy_runtimes():
         import sys
         for name in ("torch", "onnxruntime", "executorch", "ai_edge_litert", "tflite_runtime", "pandas"):
             sys.modules[name] = None
-        import kdaliens.sdk.golden  # noqa: F401
+        import kdaliens.jobs.golden  # noqa: F401
         print("ok")
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -16,7 +16,7 @@ import java.util.Map;
 
 /**
  * Proves the Java encoder against golden vectors written by the Python SDK
- * ({@code kdaliens.sdk.golden.write_golden}).
+ * ({@code kdaliens.jobs.golden.write_golden}).
  *
  * <pre>
  *   java -cp CLASSES dev.kdaliens.encoder.GoldenCheck golden.json manifest.json
@@ -229,7 +229,7 @@ public final class GoldenCheck {
         if (t.name().equals(idInput)) {
           for (int j = 0; j < t.numel(); j++) {
             long id = (long) t.valueAt(j);
-            scores.add((double) (float) ((id * 37) % 11)); // FAKE_SCORE of kdaliens.sdk.golden
+            scores.add((double) (float) ((id * 37) % 11)); // FAKE_SCORE of kdaliens.jobs.golden
           }
         }
       }

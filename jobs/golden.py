@@ -22,7 +22,7 @@ sampler positions, so a port failing there gets a precise message.
 Everything is deterministic: the same bundle gives the same file, byte for byte.
 
 Example:
-    >>> from kdaliens.sdk.golden import write_golden               # doctest: +SKIP
+    >>> from kdaliens.jobs.golden import write_golden               # doctest: +SKIP
     >>> write_golden("bundles/executorch", "golden.json")          # doctest: +SKIP
 """
 
@@ -38,10 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import Backend
-from .bundle import Bundle
-from .errors import InputError
-from .features import (
+from kdaliens.sdk.backends.base import Backend
+from kdaliens.sdk.bundle import Bundle
+from kdaliens.sdk.features import (
     CategoricalField,
     FeatureEncoder,
     FeatureSpec,
@@ -52,9 +51,10 @@ from .features import (
     stable_hash,
     to_float,
 )
-from .history import HistorySampler, HistorySpec
-from .ranker import Ranker
-from .signature import ModelSignature, Role
+from kdaliens.sdk.history import HistorySampler, HistorySpec
+from kdaliens.sdk.ranker import Ranker
+from kdaliens.sdk.readers import MemoryItems
+from kdaliens.sdk.signature import ModelSignature, Role
 
 __all__ = ["FAKE_SCORE", "GOLDEN_FORMAT", "GOLDEN_VERSION", "build_golden", "write_golden"]
 
@@ -399,25 +399,10 @@ class _Recorder(Backend):
         return {"score": score, "click": np.zeros_like(score)}
 
 
-class _MemoryCache:
-    """What ItemCache.get_many returns: canonical id -> attributes with ``item_id``."""
-
-    def __init__(self, items: Mapping[str, Mapping[str, Any]]):
-        self.items = {k: json.loads(json.dumps(v)) for k, v in items.items()}
-
-    def get_many(self, ids):
-        out = {}
-        for v in ids:
-            key = normalize_token(v)
-            if key is None:
-                raise InputError(f"item_id is missing or empty: {v!r}")
-            if key in self.items and key not in out:
-                out[key] = {"item_id": key, **self.items[key]}
-        return out
-
-
-class _MemoryLog:
-    """A behaviour log that hands the encoder the request's raw events, as given."""
+class _RawLog:
+    """A behaviour log that hands the encoder the request's raw events, as given: odd
+    timestamps and events at or after ``now`` included, which a store would have
+    cleaned or filtered, so the port's encoder is checked on them too."""
 
     def __init__(self, events: list[dict[str, Any]]):
         self._events = events
@@ -444,12 +429,12 @@ def _json_safe(value: Any) -> Any:
 def _case(name: str, bundle: Bundle, inline_manifest: bool) -> dict[str, Any]:
     spec = bundle.spec
     catalogue = _catalogue(spec)
-    cache = _MemoryCache(catalogue)
+    cache = MemoryItems(_json_safe(catalogue))  # ItemCache's answers, JSON values
     requests = []
     for req in _requests(spec):
         req = _json_safe(req)  # exactly what a port reads back
         ranker, rec = _ranker(bundle, req["seed"])
-        ranked = ranker.rerank(req["user_id"], req["candidates"], cache=cache, log=_MemoryLog(req["events"]),
+        ranked = ranker.rerank(req["user_id"], req["candidates"], cache=cache, log=_RawLog(req["events"]),
                                user_features=req["user_features"], now=req["now"])
         if ranked.meta["fallback"]:
             raise RuntimeError(f"golden case {name}/{req['name']}: the Ranker fell back ({ranked.meta['error']})")
