@@ -67,7 +67,7 @@ from .report import _fmt, bundle_summary, checks, format_demo, format_report_md,
 
 SCHEMA = "kdaliens-quickstart/1"
 DATA = "movielens-100k"
-TARGETS = ("executorch", "onnx", "tflite")
+TARGETS = ("executorch", "onnx", "litert")
 CANDIDATES = (10, 100, 500)
 DEFAULT_OUT = "quickstart"
 DEFAULT_RUNS = 500

@@ -292,6 +292,7 @@ class QuantConfig:
 
 
 DEVICES = ("auto", "cpu", "cuda")
+QAT_TARGETS = ("fp32", "task")
 
 
 @dataclass
@@ -304,6 +305,12 @@ class TrainConfig:
     Args:
         epochs: maximum epochs per model (teacher, plain student, distilled student).
         qat_epochs: fine-tuning epochs with int8 fake quantization.
+        qat_lr: learning rate of the int8 fine-tuning (0: the epochs only calibrate the
+            activation grid on training batches, the weights stay as distilled).
+        qat_target: what the int8 fine-tuning learns from: ``"fp32"``, the outputs of the
+            distilled fp32 student it starts from (a softmax over the same candidates and
+            its click probabilities), so it stays at the early-stopped optimum; or
+            ``"task"``, the distilled student's own training losses.
         patience: epochs without validation improvement before stopping (students).
         teacher_patience: the same for the teacher (its ranking and click snapshots each
             need ``teacher_patience`` epochs without improvement).
@@ -334,6 +341,8 @@ class TrainConfig:
 
     epochs: int = 30
     qat_epochs: int = 3
+    qat_lr: float = 3e-4
+    qat_target: str = "task"
     patience: int = 3
     teacher_patience: int = 3
     lr: float = 3e-3
@@ -359,6 +368,10 @@ class TrainConfig:
             raise InputError(f"train.device must be one of {DEVICES}, got {self.device!r}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise InputError(f"train.max_minutes must be > 0 or null, got {self.max_minutes}")
+        if self.qat_lr < 0:
+            raise InputError(f"train.qat_lr must be >= 0, got {self.qat_lr}")
+        if self.qat_target not in QAT_TARGETS:
+            raise InputError(f"train.qat_target must be one of {list(QAT_TARGETS)}, got {self.qat_target!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.teacher_batch < 1:
             raise InputError("train.epochs, batch_size and teacher_batch must be >= 1")
 

@@ -103,7 +103,7 @@ def request_scorer(model: nn.Module, ctx: Context) -> Scorer:
                 keep = max(1, int(req["hist_mask"].sum(1).max()))  # left-padded: drop all-padding slots
                 for k in [k for k in req if k.startswith("hist_")]:
                     req[k] = req[k][:, -keep:]
-                res = model(ctx.tensors(req), with_click=head == "click")
+                res = model(ctx.tensors(req), with_click=head == "click_logit")
                 out[b] = res[head].double().cpu().numpy()
         return out
 
@@ -132,7 +132,7 @@ def evaluate(score: Scorer, ctx: Context, split: str, full: bool = False) -> dic
     """``ctr`` and ``ranking`` blocks on ``split`` (val or test); ``ranking_full`` too if asked."""
     prep = ctx.prep
     d = prep.ctr[split]
-    head = "interaction" if prep.implicit else "click"
+    head = "interaction" if prep.implicit else "click_logit"
     r = prep.rank[split if split in prep.rank else "test"]
     if hasattr(score, "prepare"):  # one pass that covers both protocols' events
         score.prepare(split_end(ctx, d, r))

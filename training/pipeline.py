@@ -38,7 +38,7 @@ from .config import RunConfig
 from .data import load_prepared
 from .distill import TeacherSignals
 from .loop import Context, DistEnv, init_distributed, resolve_device
-from .student_loop import evaluate_student, probe_student_epoch, qat_student, train_student
+from .student_loop import StudentTrainer, evaluate_student, probe_student_epoch
 from .teacher_loop import evaluate_teacher, train_teacher
 
 MODELS = ("teacher", "student_plain", "student_kd", "student_kd_int8")
@@ -250,7 +250,7 @@ def _train_models(R: _Run, env: DistEnv, log: Callable[[str], None]) -> None:
                  teacher.state_dict(), ctx.t_spec)
     # 2. Plain student (no teacher): the baseline distillation must beat.
     if not R.reuse["student_plain"]:
-        res = train_student(ctx, env, log, None, name="student_plain", deadline=R.deadline("student_plain"))
+        res = StudentTrainer(ctx, env, log).train("student_plain", R.deadline("student_plain"))
         R.record("student_plain", res.model, res, student_eval, False, "student", res.model.state_dict(), ctx.s_spec)
     # 3. Distilled student.
     signals = None
@@ -259,14 +259,14 @@ def _train_models(R: _Run, env: DistEnv, log: Callable[[str], None]) -> None:
     else:
         log("[student_kd] computing the teacher's signals for the training events")
         signals = TeacherSignals(teacher, ctx)
-        res = train_student(ctx, env, log, signals, name="student_kd", deadline=R.deadline("student_kd"))
+        res = StudentTrainer(ctx, env, log, signals).train("student_kd", R.deadline("student_kd"))
         student_kd = res.model
         R.record("student_kd", student_kd, res, student_eval, False, "student", student_kd.state_dict(), ctx.s_spec)
     # 4. int8 student: QAT from the distilled one, measured on the converted model.
     if not R.reuse["student_kd_int8"]:
         if signals is None:
             signals = TeacherSignals(teacher, ctx)
-        res = qat_student(student_kd, ctx, env, log, signals, R.deadline("student_kd_int8"))
+        res = StudentTrainer(ctx, env, log, signals).quantize(student_kd, R.deadline("student_kd_int8"))
         cpu_eval = lambda m: evaluate_student(m, ctx.on_cpu(), "test", full=True)  # noqa: E731
         R.record("student_kd_int8", res.model, res, cpu_eval, True, "student_qat", res.qat_state, ctx.s_spec)
         if env.main:

@@ -44,7 +44,7 @@ class StudentGraphIO(nn.Module):
 
     def forward(self, *tensors: torch.Tensor):
         out = self.student(dict(zip(self.input_names, tensors)))
-        return out["interaction"], out["click"], out["att"]
+        return out["interaction"], out["click_logit"], out["att"]
 
 
 def example_inputs(spec, B: int = 2, N: int = 3) -> tuple[torch.Tensor, ...]:

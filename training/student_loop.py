@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batches import NegativeSampler, iterate, student_requests
+from .config import TrainConfig
 from .distill import DistillLoss, TeacherSignals
 from .evaluation import evaluate, student_scorer
 from .loop import Context, DistEnv, FitResult, FitSpec, Log, Track, ctr_plus_ndcg, fit, set_seed
@@ -30,11 +32,11 @@ from .quantize import convert_qat_graph, prepare_qat_graph, snap_embeddings
 class StudentObjective(nn.Module):
     """Student + distillation losses in one forward, so DDP syncs every part."""
 
-    def __init__(self, student: nn.Module, distill: DistillLoss | None, tw):
+    def __init__(self, student: nn.Module, distill: DistillLoss | None, train_cfg: TrainConfig):
         super().__init__()
         self.student = student
         self.distill = distill
-        self.tw = tw
+        self.train_cfg = train_cfg
 
     def forward(self, batch: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor] | None, hard_weight: float):
         out = student_outputs(self.student, batch)
@@ -45,10 +47,10 @@ class StudentObjective(nn.Module):
         inter = F.cross_entropy(logits, target)
         lab = batch["has_label"]
         if lab.any():
-            click = F.binary_cross_entropy_with_logits(out["click"][:, 0][lab], batch["label"][lab])
+            click = F.binary_cross_entropy_with_logits(out["click_logit"][:, 0][lab], batch["label"][lab])
         else:
-            click = out["click"].sum() * 0.0
-        loss = hard_weight * (self.tw.interaction_weight * inter + self.tw.click_weight * click)
+            click = out["click_logit"].sum() * 0.0
+        loss = hard_weight * (self.train_cfg.interaction_weight * inter + self.train_cfg.click_weight * click)
         logs = {"inter": inter.detach(), "click": click.detach()}
         if self.distill is not None and teacher is not None:
             kd, kd_logs = self.distill(out, teacher, batch)
@@ -57,13 +59,36 @@ class StudentObjective(nn.Module):
         return loss, logs
 
 
+class QATObjective(nn.Module):
+    """int8 fine-tuning toward the fp32 student it starts from (``train.qat_target="fp32"``).
+
+    The quantized graph matches the fp32 student's softmax over the same candidates (KL)
+    and its click probabilities (BCE), so fine-tuning repairs the quantization error
+    instead of training on past the fp32 student's early-stopped optimum.
+    """
+
+    def __init__(self, student: nn.Module, reference: StudentRanker):
+        super().__init__()
+        self.student = student
+        self.reference = reference.eval().requires_grad_(False)
+
+    def forward(self, batch: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor] | None, hard_weight: float):
+        out = student_outputs(self.student, batch)
+        with torch.no_grad():
+            ref = self.reference(batch)
+        rank = F.kl_div(F.log_softmax(out["interaction"], -1), F.log_softmax(ref["interaction"], -1),
+                        reduction="batchmean", log_target=True)
+        click = F.binary_cross_entropy_with_logits(out["click_logit"][:, 0], torch.sigmoid(ref["click_logit"][:, 0]))
+        return rank + click, {"rank_kl": rank.detach(), "click": click.detach()}
+
+
 def student_outputs(student: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Run an eager StudentRanker or an exported/QAT graph of it on a batch dict."""
     if isinstance(student, StudentRanker):
         return student(batch)
     names = student.input_names  # type: ignore[attr-defined]
     inter, click, att = student(*[batch[n] for n in names])
-    return {"interaction": inter, "click": click, "att": att}
+    return {"interaction": inter, "click_logit": click, "att": att}
 
 
 def student_batch(ctx: Context, rows: np.ndarray, negs: NegativeSampler | None, k: int, seed: int | None,
@@ -98,42 +123,27 @@ def evaluate_student(model: nn.Module, ctx: Context, split: str, full: bool = Fa
     return evaluate(student_scorer(model, ctx), ctx, split, full=full)
 
 
-def train_student(ctx: Context, env: DistEnv, log: Log, signals: TeacherSignals | None = None,
-                  name: str = "student", deadline: float | None = None) -> FitResult:
-    cfg = ctx.cfg
-    set_seed(cfg.train.seed + 1)
-    model = StudentRanker(ctx.s_spec, cfg.student).to(ctx.device)
-    if signals is not None and cfg.distill.init_items:
-        init_items_from_teacher(model, signals.teacher, ctx)
-    distill = (DistillLoss(cfg.distill, cfg.student.dim, cfg.teacher.dim).to(ctx.device)
-               if signals is not None else None)
-    objective = StudentObjective(model, distill, cfg.train)
-    res = _fit_student(name, objective, ctx, env, log, signals, cfg.train.epochs, cfg.train.lr, deadline)
-    res.model = model
-    return res
-
-
 def probe_student_epoch(ctx: Context, batches: int = 3) -> float:
     """Seconds a plain-student epoch will take here: a few real steps of a throwaway model.
 
     Touches no random state the training uses (its own generators, a fresh model).
     """
-    tw = ctx.cfg.train
+    train_cfg = ctx.cfg.train
     with torch.random.fork_rng(devices=[]):
         model = StudentRanker(ctx.s_spec, ctx.cfg.student).to(ctx.device)
-        objective = StudentObjective(model, None, tw)
+        objective = StudentObjective(model, None, train_cfg)
         negs = NegativeSampler(ctx.prep, 12345, ctx.train_end)
         rng = np.random.default_rng(12345)
         times = []
         for i in range(batches + 1):  # the first is a warm-up
             t0 = time.perf_counter()
-            rows = rng.choice(len(ctx.train_rows), size=min(tw.batch_size, len(ctx.train_rows)), replace=False)
-            b, _, _ = student_batch(ctx, rows, negs, tw.negatives, seed=0)
+            rows = rng.choice(len(ctx.train_rows), size=min(train_cfg.batch_size, len(ctx.train_rows)), replace=False)
+            b, _, _ = student_batch(ctx, rows, negs, train_cfg.negatives, seed=0)
             loss, _ = objective(b, None, 1.0)
             loss.backward()
             if i:
                 times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * math.ceil(len(ctx.train_rows) / tw.batch_size)
+    return float(np.median(times)) * math.ceil(len(ctx.train_rows) / train_cfg.batch_size)
 
 
 @torch.no_grad()
@@ -151,62 +161,102 @@ def init_items_from_teacher(student: StudentRanker, teacher, ctx: Context) -> No
     table[ids[known]] = proj[known].to(table.dtype)
 
 
-def _fit_student(name: str, objective: StudentObjective, ctx: Context, env: DistEnv, log: Log,
-                 signals: TeacherSignals | None, epochs: int, lr: float, deadline: float | None,
-                 train_mode=None, eval_mode=None) -> FitResult:
-    tw = ctx.cfg.train
-    rng = np.random.default_rng(tw.seed + 2)
-    negs = NegativeSampler(ctx.prep, tw.seed + 3 + env.rank, ctx.train_end)
-    hard_w = ctx.cfg.distill.hard_weight if signals is not None else 1.0
+class StudentTrainer:
+    """Trains the device students of one run: plain or distilled (:meth:`train`) and int8 (:meth:`quantize`).
 
-    def steps(wrapped: nn.Module, epoch: int):
-        for rows in iterate(len(ctx.train_rows), tw.batch_size, shuffle=True, rng=rng, rank=env.rank,
-                            world=env.world):
-            # A new long-term sample of each history every epoch (the sampler's seed).
-            b, events, cands = student_batch(ctx, rows, negs, tw.negatives, seed=1000 + epoch, signals=signals)
-            t = signals.for_batch(events, cands) if signals is not None else None
-            yield wrapped(b, t, hard_w)
+    With ``signals`` (the teacher's, :class:`~kdaliens.training.distill.TeacherSignals`)
+    every batch also holds the teacher's top items and its scores, and the losses
+    include distillation; without, it trains the plain student.
 
-    n = math.ceil(len(ctx.train_rows) / tw.batch_size / env.world)
-    spec = FitSpec(name=name, epochs=epochs, patience=tw.patience, lr=lr, weight_decay=tw.weight_decay, n_batches=n,
-                   evaluate=lambda m: evaluate_student(m.student, ctx, "val"), tracks=[Track("main", ctr_plus_ndcg)],
-                   deadline=deadline, train_mode=train_mode, eval_mode=eval_mode)
-    return fit(objective, spec, steps, env, log)
-
-
-def qat_student(student: StudentRanker, ctx: Context, env: DistEnv, log: Log, signals: TeacherSignals | None,
-                deadline: float | None = None) -> FitResult:
-    """Fine-tune with int8 fake quantization (PT2E QAT on the runtime-neutral Int8Grid), then convert.
-
-    Linear layers get per-channel symmetric int8 weights and int8 activations
-    (:class:`~kdaliens.training.quantize.Int8Grid`); embedding tables train through per-row fake quantization (int8,
-    or 4-bit for large tables; ``cfg.quant``), the grid the exporters store. The
-    returned model is the converted (quantized) graph, so its metrics are the int8 model's own.
-    QAT runs on the CPU (the PT2E graph is captured there); the result is a CPU model.
+    Example:
+        >>> trainer = StudentTrainer(ctx, env, print, signals)          # doctest: +SKIP
+        >>> kd = trainer.train("student_kd").model                       # doctest: +SKIP
+        >>> int8 = trainer.quantize(kd).model                            # doctest: +SKIP
     """
-    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
 
-    cfg = ctx.cfg
-    cpu_ctx = ctx if ctx.device.type == "cpu" else ctx.on_cpu()
-    if signals is not None and signals.device.type != "cpu":
-        signals = signals.to(torch.device("cpu"))
-    student = copy.deepcopy(student).cpu().eval()
-    tables = snap_embeddings(student, cfg.quant, freeze=False)  # start on the grid; they keep training
-    prepared, _names = prepare_qat_graph(student, cfg.quant)
-    # Seeded after the graph is prepared: a quantizer's pattern matching may draw random
-    # numbers (ExecuTorch's XNNPACK annotators trace example patterns on torch.randn), and
-    # the int8 student must not depend on which quantizer drew how many.
-    set_seed(cfg.train.seed + 4)
-    distill = DistillLoss(cfg.distill, cfg.student.dim, cfg.teacher.dim) if signals is not None else None
-    objective = StudentObjective(prepared, distill, cfg.train)
-    kinds = sorted({f"{b}-bit/{'fp16' if d == 'float16' else 'fp32'} scales" for _, b, d in tables})
-    log(f"[student_kd_int8] QAT on the PT2E graph ({len(tables)} embedding tables fake-quantized per row: "
-        f"{', '.join(kinds)})")
-    res = _fit_student("student_kd_int8", objective, cpu_ctx, env, log, signals, cfg.train.qat_epochs,
-                       cfg.train.lr / 10, deadline,
-                       train_mode=lambda m: move_exported_model_to_train(m.student),
-                       eval_mode=lambda m: move_exported_model_to_eval(m.student))
-    # convert_pt2e rewrites the graph in place: keep the QAT weights for the checkpoint.
-    res.qat_state = {k: v.detach().clone() for k, v in prepared.state_dict().items()}  # type: ignore[attr-defined]
-    res.model = convert_qat_graph(prepared)
-    return res
+    def __init__(self, ctx: Context, env: DistEnv, log: Log, signals: TeacherSignals | None = None):
+        self.ctx, self.env, self.log, self.signals = ctx, env, log, signals
+
+    def train(self, name: str, deadline: float | None = None) -> FitResult:
+        """A fresh student trained to early stopping (``train.epochs`` at most)."""
+        cfg, signals = self.ctx.cfg, self.signals
+        set_seed(cfg.train.seed + 1)
+        model = StudentRanker(self.ctx.s_spec, cfg.student).to(self.ctx.device)
+        if signals is not None and cfg.distill.init_items:
+            init_items_from_teacher(model, signals.teacher, self.ctx)
+        distill = (DistillLoss(cfg.distill, cfg.student.dim, cfg.teacher.dim).to(self.ctx.device)
+                   if signals is not None else None)
+        res = self._fit(StudentObjective(model, distill, cfg.train), self.ctx, self.signals,
+                        self._spec(self.ctx, name, cfg.train.epochs, cfg.train.lr, deadline))
+        res.model = model
+        return res
+
+    def quantize(self, student: StudentRanker, deadline: float | None = None) -> FitResult:
+        """Fine-tune ``student`` with int8 fake quantization (PT2E QAT on the runtime-neutral Int8Grid), then convert.
+
+        Linear layers get per-channel symmetric int8 weights and int8 activations
+        (:class:`~kdaliens.training.quantize.Int8Grid`); embedding tables train through per-row fake quantization
+        (int8, or 4-bit for large tables; ``cfg.quant``), the grid the exporters store. What the fine-tuning
+        learns from is ``train.qat_target``. The returned model is the converted (quantized) graph, so its
+        metrics are the int8 model's own. QAT runs on the CPU (the PT2E graph is captured there); the result
+        is a CPU model.
+        """
+        from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+
+        cfg, signals = self.ctx.cfg, self.signals
+        cpu_ctx = self.ctx if self.ctx.device.type == "cpu" else self.ctx.on_cpu()
+        if signals is not None and signals.device.type != "cpu":
+            signals = signals.to(torch.device("cpu"))
+        reference = copy.deepcopy(student).cpu().eval()  # the fp32 student, for qat_target="fp32"
+        student = copy.deepcopy(student).cpu().eval()
+        tables = snap_embeddings(student, cfg.quant, freeze=False)  # start on the grid; they keep training
+        prepared, _names = prepare_qat_graph(student, cfg.quant)
+        # Seeded after the graph is prepared: a quantizer's pattern matching may draw random
+        # numbers (ExecuTorch's XNNPACK annotators trace example patterns on torch.randn), and
+        # the int8 student must not depend on which quantizer drew how many.
+        set_seed(cfg.train.seed + 4)
+        if cfg.train.qat_target == "fp32":
+            objective: nn.Module = QATObjective(prepared, reference)
+        else:
+            distill = DistillLoss(cfg.distill, cfg.student.dim, cfg.teacher.dim) if signals is not None else None
+            objective = StudentObjective(prepared, distill, cfg.train)
+        kinds = sorted({f"{b}-bit/{'fp16' if d == 'float16' else 'fp32'} scales" for _, b, d in tables})
+        self.log(f"[student_kd_int8] QAT on the PT2E graph ({len(tables)} embedding tables fake-quantized per row: "
+                 f"{', '.join(kinds)}; learning from the {cfg.train.qat_target} targets)")
+        spec = self._spec(cpu_ctx, "student_kd_int8", cfg.train.qat_epochs, cfg.train.qat_lr, deadline,
+                          train_mode=lambda m: move_exported_model_to_train(m.student),
+                          eval_mode=lambda m: move_exported_model_to_eval(m.student))
+        res = self._fit(objective, cpu_ctx, signals, spec)
+        # convert_pt2e rewrites the graph in place: keep the QAT weights for the checkpoint.
+        res.qat_state = {k: v.detach().clone() for k, v in prepared.state_dict().items()}  # type: ignore[attr-defined]
+        res.model = convert_qat_graph(prepared)
+        return res
+
+    def _spec(self, ctx: Context, name: str, epochs: int, lr: float, deadline: float | None,
+              train_mode: Callable[[nn.Module], None] | None = None,
+              eval_mode: Callable[[nn.Module], None] | None = None) -> FitSpec:
+        """Early stopping on validation AUC + NDCG@10, over ``ctx``'s training events."""
+        t = ctx.cfg.train
+        return FitSpec(name=name, epochs=epochs, patience=t.patience, lr=lr, weight_decay=t.weight_decay,
+                       n_batches=math.ceil(len(ctx.train_rows) / t.batch_size / self.env.world),
+                       evaluate=lambda m: evaluate_student(m.student, ctx, "val"),
+                       tracks=[Track("main", ctr_plus_ndcg)], deadline=deadline, train_mode=train_mode,
+                       eval_mode=eval_mode)
+
+    def _fit(self, objective: nn.Module, ctx: Context, signals: TeacherSignals | None, spec: FitSpec) -> FitResult:
+        """:func:`fit` over the training events in ``ctx``, with ``signals`` when distilling."""
+        train_cfg, env = ctx.cfg.train, self.env
+        rng = np.random.default_rng(train_cfg.seed + 2)
+        negs = NegativeSampler(ctx.prep, train_cfg.seed + 3 + env.rank, ctx.train_end)
+        hard_w = ctx.cfg.distill.hard_weight if signals is not None else 1.0
+
+        def steps(wrapped: nn.Module, epoch: int):
+            for rows in iterate(len(ctx.train_rows), train_cfg.batch_size, shuffle=True, rng=rng, rank=env.rank,
+                                world=env.world):
+                # A new long-term sample of each history every epoch (the sampler's seed).
+                b, events, cands = student_batch(ctx, rows, negs, train_cfg.negatives, seed=1000 + epoch,
+                                                 signals=signals)
+                t = signals.for_batch(events, cands) if signals is not None else None
+                yield wrapped(b, t, hard_w)
+
+        return fit(objective, spec, steps, env, self.log)

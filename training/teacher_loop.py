@@ -116,7 +116,7 @@ def train_teacher(ctx: Context, env: DistEnv, log: Log, deadline: float | None =
 
 def _train_member(ctx: Context, env: DistEnv, log: Log, deadline: float | None, seed: int, name: str,
                   on_estimate: Callable[[float], None] | None = None, click_only: bool = False) -> FitResult:
-    cfg, tw = ctx.cfg, ctx.cfg.train
+    cfg, train_cfg = ctx.cfg, ctx.cfg.train
     set_seed(seed)
     model = TeacherRanker(ctx.t_spec, cfg.teacher).to(ctx.device)
     win = teacher_windows(ctx.prep, ctx.t_enc, cfg.teacher.history_len, ctx.train_end,
@@ -125,35 +125,35 @@ def _train_member(ctx: Context, env: DistEnv, log: Log, deadline: float | None, 
     rng = np.random.default_rng(seed)
     negs = NegativeSampler(ctx.prep, seed + 7 + env.rank, ctx.train_end)
     n_items = ctx.prep.n_items
-    use_cat = tw.teacher_catalogue_weight > 0
-    full_cat = torch.arange(n_items, device=ctx.device) if n_items <= tw.teacher_catalogue_items else None
+    use_cat = train_cfg.teacher_catalogue_weight > 0
+    full_cat = torch.arange(n_items, device=ctx.device) if n_items <= train_cfg.teacher_catalogue_items else None
 
     def steps(wrapped: nn.Module, epoch: int) -> Iterator[tuple[torch.Tensor, dict]]:
-        for rows in win.batches(tw.teacher_batch, rng, rank=env.rank, world=env.world):
+        for rows in win.batches(train_cfg.teacher_batch, rng, rank=env.rank, world=env.world):
             arrays, _ = win.batch(rows)
             sel = arrays["tgt_train"]
             ages = band_ages(ctx.t_enc, ctx.prep.ev_ts, win.inputs(rows), sel, min(model.k, sel.shape[1]))
             per_window = sel.sum(1)
             users = np.repeat(win.users[rows], per_window)
-            neg = negs.sample(users, tw.teacher_negatives)
+            neg = negs.sample(users, train_cfg.teacher_negatives)
             cat = None
             if use_cat:
                 cat = full_cat if full_cat is not None else torch.from_numpy(
-                    rng.choice(n_items, size=tw.teacher_catalogue_items, replace=False)).to(ctx.device)
+                    rng.choice(n_items, size=train_cfg.teacher_catalogue_items, replace=False)).to(ctx.device)
             sampled, catalogue, click = wrapped(ctx.tensors(arrays), torch.from_numpy(neg).to(ctx.device), cat,
                                                 torch.from_numpy(ages).to(ctx.device))
-            loss = (tw.interaction_weight * (sampled + tw.teacher_catalogue_weight * catalogue)
-                    + tw.click_weight * click)
+            loss = (train_cfg.interaction_weight * (sampled + train_cfg.teacher_catalogue_weight * catalogue)
+                    + train_cfg.click_weight * click)
             yield loss, {"inter": sampled.detach(), "cat": catalogue.detach(), "click": click.detach()}
 
-    n = len(win.batches(tw.teacher_batch, None, env.rank, env.world))
+    n = len(win.batches(train_cfg.teacher_batch, None, env.rank, env.world))
     tracks = [] if click_only else [Track("rank", lambda v: v["ranking"]["ndcg@10"])]
     if not ctx.prep.implicit:
         tracks.append(Track("click", lambda v: v["ctr"]["auc"]))
-    spec = FitSpec(name=name, epochs=tw.epochs, patience=tw.teacher_patience, lr=tw.teacher_lr,
-                   weight_decay=tw.weight_decay, n_batches=n,
+    spec = FitSpec(name=name, epochs=train_cfg.epochs, patience=train_cfg.teacher_patience, lr=train_cfg.teacher_lr,
+                   weight_decay=train_cfg.weight_decay, n_batches=n,
                    evaluate=lambda m: evaluate(teacher_scorer(m.teacher, ctx), ctx, "val"), tracks=tracks,
-                   deadline=deadline, ema_decay=tw.teacher_ema, on_estimate=on_estimate)
+                   deadline=deadline, ema_decay=train_cfg.teacher_ema, on_estimate=on_estimate)
     res = fit(objective, spec, steps, env, log)
     res.best_states = {k: {n[len("teacher."):]: v for n, v in s.items() if n.startswith("teacher.")}
                        for k, s in res.best_states.items()}

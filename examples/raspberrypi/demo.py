@@ -24,7 +24,7 @@ shipped inside the kdaliens package (RecBole atomic format: ``ml-100k.item``,
 Examples::
 
     python demo.py --bundle bundles/onnx
-    python demo.py --bundle bundles/tflite --user 42 --steps 20 --top 5
+    python demo.py --bundle bundles/litert --user 42 --steps 20 --top 5
     python demo.py --bundle bundles/onnx --catalogue items.csv --events events.jsonl --user u7
 
 Exit codes: 0 on success, 2 with a one-line message on a usage or data error (missing

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from kdaliens.sdk import Bundle
 from kdaliens.jobs.golden import build_golden, write_golden
+from kdaliens.sdk import Bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 ANDROID = ROOT / "examples" / "android"

@@ -20,7 +20,7 @@ def quickstart(tiny_run, onnx_bundle, tflite_bundle, tmp_path_factory):
     out = tmp_path_factory.mktemp("quickstart")
     shutil.copytree(tiny_run[0], out / "run")
     shutil.copytree(onnx_bundle, out / "bundles" / "onnx")
-    shutil.copytree(tflite_bundle, out / "bundles" / "tflite")
+    shutil.copytree(tflite_bundle, out / "bundles" / "litert")
     lines: list[str] = []
     rep = run_quickstart(out, config=tiny_config(), n_users=2, runs=20, candidates=(10, 100), teacher_repeats=10,
                          parity_limit=200, log=lines.append)
@@ -47,7 +47,7 @@ def test_report_has_the_latency_rows_and_checks(quickstart):
         assert 0 < r["p50_us"] <= r["p99_us"]
         if r["backend"] != "torch":
             assert r["sdk_p50_us"] > r["p50_us"] * 0.5
-    assert set(on_disk["bundles"]) == {"executorch", "onnx", "tflite"}
+    assert set(on_disk["bundles"]) == {"executorch", "onnx", "litert"}
     for b in on_disk["bundles"].values():
         assert b["model_bytes"] > 0 and b["quantization"] == "int8"
         assert abs(b["parity"]["auc_exported"] - b["parity"]["auc_reference"]) <= 0.002
@@ -86,14 +86,14 @@ def test_demo_reranks_real_users(quickstart):
 def test_steps_reused_then_all_reused(quickstart):
     out, rep, _ = quickstart
     steps = rep["steps"]
-    assert steps["train"]["reused"] and steps["export onnx"]["reused"] and steps["export tflite"]["reused"]
+    assert steps["train"]["reused"] and steps["export onnx"]["reused"] and steps["export litert"]["reused"]
     assert not steps["export executorch"]["reused"]
     pte = (out / "bundles" / "executorch" / "model.pte").stat().st_mtime_ns
     again = run_quickstart(out, config=tiny_config(), n_users=2, runs=20, candidates=(10, 100), teacher_repeats=10,
                            parity_limit=200, log=lambda s: None)
     reused = {k for k, v in again["steps"].items() if v["reused"]}
-    assert {"train", "export executorch", "export onnx", "export tflite", "profile executorch",
-            "profile onnx", "profile tflite", "profile torch"} <= reused
+    assert {"train", "export executorch", "export onnx", "export litert", "profile executorch",
+            "profile onnx", "profile litert", "profile torch"} <= reused
     assert (out / "bundles" / "executorch" / "model.pte").stat().st_mtime_ns == pte
     assert again["latency"] == rep["latency"]
     # One timing gone: every row is timed again, so the report's ratios share a sitting.
@@ -101,7 +101,7 @@ def test_steps_reused_then_all_reused(quickstart):
     third = run_quickstart(out, config=tiny_config(), n_users=2, runs=20, candidates=(10, 100), teacher_repeats=10,
                            parity_limit=200, log=lambda s: None)
     retimed = {k for k, v in third["steps"].items() if k.startswith("profile") and not v["reused"]}
-    assert retimed == {"profile executorch", "profile onnx", "profile tflite", "profile torch"}
+    assert retimed == {"profile executorch", "profile onnx", "profile litert", "profile torch"}
     assert third["steps"]["export onnx"]["reused"]
 
 

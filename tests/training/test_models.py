@@ -81,8 +81,8 @@ def test_teacher_objective_smoke_and_gradients(ctx):
     req = teacher_requests(ctx.prep, ctx.t_enc, r["user"][:4], r["start"][:4], r["n_past"][:4], r["ts"][:4],
                            r["items"][:4])
     out = teacher(to_torch(req))
-    assert out["interaction"].shape == (4, 101) and out["click"].shape == (4, 101)
-    assert torch.isfinite(out["interaction"]).all() and torch.isfinite(out["click"]).all()
+    assert out["interaction"].shape == (4, 101) and out["click_logit"].shape == (4, 101)
+    assert torch.isfinite(out["interaction"]).all() and torch.isfinite(out["click_logit"]).all()
     # The ALIEN block exposes which field pairs it attends to.
     att = teacher.interaction.last_attention
     n_fields = len(ctx.t_spec.user_fields) + len(ctx.t_spec.item_fields) + 3
@@ -103,8 +103,8 @@ def test_window_pass_scores_equal_request_scores(ctx):
     np.testing.assert_allclose(a, b, atol=1e-5)
     d = ctx.prep.ctr["test"]
     rows = np.flatnonzero(d["n_past"] < 48)[:300]
-    a = teacher_scorer(model, c)(d, rows, d["item"][rows, None], "click")
-    b = request_scorer(model, c)(d, rows, d["item"][rows, None], "click")
+    a = teacher_scorer(model, c)(d, rows, d["item"][rows, None], "click_logit")
+    b = request_scorer(model, c)(d, rows, d["item"][rows, None], "click_logit")
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
@@ -137,7 +137,7 @@ def test_student_and_every_distill_loss_get_gradients(ctx):
     H = ctx.cfg.distill.hard_negatives
     assert cands.shape == (64, 1 + H + 4) and batch["cand_teacher_top"][:, 1:1 + H].all()
     t = sig.for_batch(events, cands)
-    assert t["interaction"].shape == (64, 1 + H + 4) and t["click"].shape == (64, 1 + H)
+    assert t["interaction"].shape == (64, 1 + H + 4) and t["click_logit"].shape == (64, 1 + H)
     loss, logs = StudentObjective(student, distill, ctx.cfg.train)(batch, t, 1.0)
     assert torch.isfinite(loss)
     assert {"inter", "click", "logit", "feature", "rd"} <= set(logs)
@@ -228,11 +228,11 @@ def test_click_members_join_only_the_click_average(tmp_path):
                                      d["item"][:8, None].repeat(3, 1), gaps=c.gaps))
     with torch.no_grad():
         out = t(req)
-        each = [net(req)["click"] for net in t.click]
-        torch.testing.assert_close(out["click"], (each[0] + each[1]) / 2)
+        each = [net(req)["click_logit"] for net in t.click]
+        torch.testing.assert_close(out["click_logit"], (each[0] + each[1]) / 2)
         torch.testing.assert_close(out["interaction"], t.rank[0](req, with_click=False)["interaction"])
         assert not torch.allclose(each[0], each[1])  # independently seeded
     save_checkpoint(tmp_path / "teacher.pt", "teacher", cfg, c.t_spec, t.state_dict())
     back, _, _, _ = load_model(tmp_path / "teacher.pt")
     with torch.no_grad():
-        torch.testing.assert_close(back(req)["click"], out["click"])
+        torch.testing.assert_close(back(req)["click_logit"], out["click_logit"])

@@ -78,9 +78,9 @@ class ClickDistiller(Distiller):
 
     def forward(self, student, teacher, batch):
         T = self.cfg.temperature
-        t = teacher["click"]  # (B, Nc)
+        t = teacher["click_logit"]  # (B, Nc)
         soft = torch.sigmoid(t / T)
-        loss = F.binary_cross_entropy_with_logits(student["click"][:, :t.shape[1]] / T, soft, reduction="none")
+        loss = F.binary_cross_entropy_with_logits(student["click_logit"][:, :t.shape[1]] / T, soft, reduction="none")
         mask = teacher["kd_mask"][:, None].expand_as(t).clone()
         mask[:, 0] &= batch["has_label"]
         return _masked_mean(loss, mask) * T * T

@@ -93,7 +93,7 @@ class TeacherSignals:
         rd[:, 1:n_fixed] = self.rd_w
         uniform = np.zeros((B, N), bool)
         uniform[:, n_fixed:] = True
-        return {"interaction": inter, "click": torch.from_numpy(self.fixed_click[events]).to(dev),
+        return {"interaction": inter, "click_logit": torch.from_numpy(self.fixed_click[events]).to(dev),
                 "att": torch.from_numpy(self.att[events]).to(dev), "kd_mask": self.view.has[ev],
                 "rd_weight": torch.from_numpy(rd).to(dev), "uniform": torch.from_numpy(uniform).to(dev)}
 

@@ -260,7 +260,7 @@ class TeacherRanker(nn.Module):
         out = {"interaction": self.interaction_logits(cv, self.item_logit_bias(batch, "cand_"), user, a_raw, a_ctx),
                "user": user, "att": a_raw}
         if with_click:
-            out["click"] = self.click_logits(cf, uf, user, a_raw, a_ctx)
+            out["click_logit"] = self.click_logits(cf, uf, user, a_raw, a_ctx)
         return out
 
 
@@ -287,5 +287,5 @@ class Teacher(nn.Module):
         res = {"interaction": torch.stack([o["interaction"] for o in outs]).mean(0),
                "user": outs[0]["user"], "att": outs[0]["att"]}
         if with_click:
-            res["click"] = torch.stack([m(batch)["click"] for m in self.click]).mean(0)
+            res["click_logit"] = torch.stack([m(batch)["click_logit"] for m in self.click]).mean(0)
         return res
