@@ -16,10 +16,17 @@ from kdaliens.sdk.errors import InputError
 
 T = TypeVar("T")
 
+#: Keys renamed since 0.1.0, per config section: the old name still works (old checkpoints, files, --set).
+RENAMED: dict[str, dict[str, str]] = {
+    "train": {"interaction_weight": "hard_interaction_weight", "click_weight": "hard_click_weight"},
+}
+
 
 def _from_dict(cls: type[T], d: Mapping[str, Any], where: str) -> T:
     if not isinstance(d, Mapping):
         raise InputError(f"config {where}: expected an object, got {type(d).__name__}")
+    renamed = RENAMED.get(where.rsplit(".", 1)[-1], {})
+    d = {renamed.get(k, k): v for k, v in d.items()}
     known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
     unknown = set(d) - set(known)
     if unknown:
@@ -326,8 +333,10 @@ class TrainConfig:
         teacher_catalogue_items: catalogue size up to which that softmax is exact.
         teacher_ema: decay of an exponential moving average of the teacher's weights,
             which is what validation sees and what the teacher keeps (0: off).
-        interaction_weight / click_weight: the two objectives (ESMM-style: interaction
-            with sampled unobserved negatives, and click given interaction).
+        hard_interaction_weight / hard_click_weight: the two ground-truth objectives of
+            teacher and students (ESMM-style: interaction with sampled unobserved
+            negatives, and click given interaction); the teacher's terms are in
+            ``distill``. Old names: ``interaction_weight`` / ``click_weight``.
         seed: everything random.
         threads: torch intra-op threads (0 = torch's default).
         device: "auto" (CUDA when available), "cpu" or "cuda".
@@ -355,8 +364,8 @@ class TrainConfig:
     teacher_catalogue_weight: float = 0.5
     teacher_catalogue_items: int = 4096
     teacher_ema: float = 0.995
-    interaction_weight: float = 1.0
-    click_weight: float = 1.0
+    hard_interaction_weight: float = 1.0
+    hard_click_weight: float = 1.0
     seed: int = 0
     threads: int = 0
     device: str = "auto"
@@ -451,6 +460,8 @@ def merge(base: RunConfig, overrides: Mapping[str, Any] | None = None, sets: lis
         d[k] = {**d[k], **v} if isinstance(d.get(k), dict) and isinstance(v, Mapping) else v
     for item in sets:
         path, value = parse_override(item)
+        if len(path) == 2:
+            path[1] = RENAMED.get(path[0], {}).get(path[1], path[1])
         node = d
         for p in path[:-1]:
             if p not in node:

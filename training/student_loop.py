@@ -50,7 +50,7 @@ class StudentObjective(nn.Module):
             click = F.binary_cross_entropy_with_logits(out["click_logit"][:, 0][lab], batch["label"][lab])
         else:
             click = out["click_logit"].sum() * 0.0
-        loss = hard_weight * (self.train_cfg.interaction_weight * inter + self.train_cfg.click_weight * click)
+        loss = hard_weight * (self.train_cfg.hard_interaction_weight * inter + self.train_cfg.hard_click_weight * click)
         logs = {"inter": inter.detach(), "click": click.detach()}
         if self.distill is not None and teacher is not None:
             kd, kd_logs = self.distill(out, teacher, batch)

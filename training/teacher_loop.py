@@ -142,8 +142,8 @@ def _train_member(ctx: Context, env: DistEnv, log: Log, deadline: float | None, 
                     rng.choice(n_items, size=train_cfg.teacher_catalogue_items, replace=False)).to(ctx.device)
             sampled, catalogue, click = wrapped(ctx.tensors(arrays), torch.from_numpy(neg).to(ctx.device), cat,
                                                 torch.from_numpy(ages).to(ctx.device))
-            loss = (train_cfg.interaction_weight * (sampled + train_cfg.teacher_catalogue_weight * catalogue)
-                    + train_cfg.click_weight * click)
+            loss = (train_cfg.hard_interaction_weight * (sampled + train_cfg.teacher_catalogue_weight * catalogue)
+                    + train_cfg.hard_click_weight * click)
             yield loss, {"inter": sampled.detach(), "cat": catalogue.detach(), "click": click.detach()}
 
     n = len(win.batches(train_cfg.teacher_batch, None, env.rank, env.world))

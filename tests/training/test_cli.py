@@ -38,6 +38,9 @@ def test_presets_and_overrides_compose_in_order(tmp_path: Path):
     cfg = merge(preset("default"), {"data": {"implicit": True}}, ["split.rank_negatives=50", "data.columns.user_id=uid"])
     assert cfg.split.rank_negatives == 50 and cfg.data.columns == {"user_id": "uid"} and cfg.data.implicit is True
     assert RunConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    # Renamed keys keep their old names (old checkpoints and config files still load).
+    old = merge(preset("default"), {"train": {"interaction_weight": 0.5}}, ["train.click_weight=0.25"])
+    assert (old.train.hard_interaction_weight, old.train.hard_click_weight) == (0.5, 0.25)
 
 
 @pytest.mark.parametrize("item, message", [
