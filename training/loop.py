@@ -19,7 +19,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,11 +230,12 @@ def fit(model: nn.Module, spec: FitSpec, steps: Callable[[nn.Module, int], Itera
         bar = tqdm(total=spec.n_batches, desc=f"{spec.name} epoch {epoch + 1}/{spec.epochs}", leave=False,
                    disable=not env.main or not sys.stderr.isatty(), unit="batch")
         t0 = time.perf_counter()
-        for i, (loss, logs) in enumerate(steps(wrapped, epoch)):
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            opt.step()
+        for i, (loss, logs) in enumerate(_grad_steps(steps(wrapped, epoch), spec.lr > 0)):
+            if spec.lr > 0:  # lr 0: forward passes only (what calibrating observers needs)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 5.0)
+                opt.step()
             if ema is not None:
                 ema.update()
             losses.append(loss.detach())
@@ -271,6 +272,18 @@ def fit(model: nn.Module, spec: FitSpec, steps: Callable[[nn.Module, int], Itera
                      seconds=time.perf_counter() - t_start, history=history,
                      best_states={t.name: t.state for t in spec.tracks if t.state is not None},
                      best_epochs={t.name: t.best_epoch + 1 for t in spec.tracks})
+
+
+def _grad_steps(steps: Iterable[tuple[torch.Tensor, dict]], grad: bool) -> Iterator[tuple[torch.Tensor, dict]]:
+    """``steps``, each batch's forward pass run with autograd on or off."""
+    it = iter(steps)
+    while True:
+        with torch.set_grad_enabled(grad):
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+        yield item
 
 
 def _validate(model: nn.Module, spec: FitSpec, eval_mode, epoch: int, losses: list[torch.Tensor],

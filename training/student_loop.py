@@ -192,12 +192,13 @@ class StudentTrainer:
         return res
 
     def quantize(self, student: StudentRanker, deadline: float | None = None) -> FitResult:
-        """Fine-tune ``student`` with int8 fake quantization (PT2E QAT on the runtime-neutral Int8Grid), then convert.
+        """Put ``student`` on the int8 grid (PT2E fake quantization on the runtime-neutral Int8Grid), then convert.
 
         Linear layers get per-channel symmetric int8 weights and int8 activations
         (:class:`~kdaliens.training.quantize.Int8Grid`); embedding tables train through per-row fake quantization
-        (int8, or 4-bit for large tables; ``cfg.quant``), the grid the exporters store. What the fine-tuning
-        learns from is ``train.qat_target``. The returned model is the converted (quantized) graph, so its
+        (int8, or 4-bit for large tables; ``cfg.quant``), the grid the exporters store. ``train.qat_epochs``
+        passes over the training batches calibrate the activation grid; with ``train.qat_lr`` > 0 they also
+        fine-tune the weights (on ``train.qat_target``). The returned model is the converted (quantized) graph, so its
         metrics are the int8 model's own. QAT runs on the CPU (the PT2E graph is captured there); the result
         is a CPU model.
         """
@@ -221,8 +222,10 @@ class StudentTrainer:
             distill = DistillLoss(cfg.distill, cfg.student.dim, cfg.teacher.dim) if signals is not None else None
             objective = StudentObjective(prepared, distill, cfg.train)
         kinds = sorted({f"{b}-bit/{'fp16' if d == 'float16' else 'fp32'} scales" for _, b, d in tables})
-        self.log(f"[student_kd_int8] QAT on the PT2E graph ({len(tables)} embedding tables fake-quantized per row: "
-                 f"{', '.join(kinds)}; learning from the {cfg.train.qat_target} targets)")
+        how = (f"fine-tuning at lr {cfg.train.qat_lr:g} on the {cfg.train.qat_target} targets" if cfg.train.qat_lr > 0
+               else "calibrating the activation grid; the weights stay as distilled (train.qat_lr 0)")
+        self.log(f"[student_kd_int8] int8 on the PT2E graph ({len(tables)} embedding tables fake-quantized per row: "
+                 f"{', '.join(kinds)}); {how}")
         spec = self._spec(cpu_ctx, "student_kd_int8", cfg.train.qat_epochs, cfg.train.qat_lr, deadline,
                           train_mode=lambda m: move_exported_model_to_train(m.student),
                           eval_mode=lambda m: move_exported_model_to_eval(m.student))
