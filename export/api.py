@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -10,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from kdaliens.sdk.backends import get_backend
+from kdaliens.sdk.bundle import debug_dir, sha256_file
 from kdaliens.sdk.names import Quantization
 
-from .bundle import staging_dir, write_bundle
+from .bundle import DEBUG_STAGING, staging_dir, write_bundle, write_debug
 from .check import self_check
 from .exportable import Exportable, load_exportable
 from .parity import Requests, check_parity, load_requests, torch_runner
@@ -21,7 +23,8 @@ from .targets import ExportConfig, LoweredModel, get_target
 
 def export_bundle(run_dir: str | Path, target: str | ExportConfig, out: str | Path, quantize: str = "int8",
                   max_candidates: int = 512, tolerance: float = 0.002, buckets: tuple[int, ...] | None = None,
-                  parity_limit: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                  parity_limit: int | None = None, log: Callable[[str], None] = print,
+                  debug: bool = False) -> dict[str, Any]:
     """Export the run's student for ``target``, check it in the real runtime, write the bundle.
 
     Args:
@@ -34,6 +37,7 @@ def export_bundle(run_dir: str | Path, target: str | ExportConfig, out: str | Pa
         tolerance: the largest AUC drop of the exported model against the reference.
         buckets: LiteRT's candidate buckets (default: 16, 64, 128, 256, 512).
         parity_limit: score only this many test requests (all by default).
+        debug: also write debugging artifacts (ExecuTorch's ETRecord) to ``<out>.debug/``.
 
     Returns:
         The manifest that was written.
@@ -42,7 +46,7 @@ def export_bundle(run_dir: str | Path, target: str | ExportConfig, out: str | Pa
         ParityError: the exported model lost more than ``tolerance`` AUC (nothing written).
     """
     config = target if isinstance(target, ExportConfig) else ExportConfig(
-        target, quantize, max_candidates, tolerance, parity_limit, buckets)
+        target, quantize, max_candidates, tolerance, parity_limit, buckets, debug=debug)
     return _Export(Path(run_dir), config, Path(out), log).run()
 
 
@@ -65,15 +69,35 @@ class _Export:
             check, parity = self._checks(exp, lowered, staging, requests)
             manifest = self._manifest(exp, lowered, check, parity)
             manifest["export"]["seconds"] = round(time.perf_counter() - t0, 1)
+            debug = self._take_debug(staging, lowered)
             write_bundle(self.out, staging, manifest)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        try:
+            where = write_debug(self.out, debug, sha256_file(self.out / lowered.model_file))
+        finally:
+            if debug is not None:
+                shutil.rmtree(debug, ignore_errors=True)
+        if where is not None:
+            self.log(f"[export] debugging artifacts ({', '.join(lowered.debug_files)}) in {where}, beside the bundle")
         size = (self.out / manifest["model_file"]).stat().st_size
         self.log(f"[export] wrote {self.out}: {manifest['model_file']} {size / 1024:.1f} KB; parity max|diff| "
                  f"{parity['max_abs_diff']:.3g}, AUC {parity['auc_exported']:.4f} vs reference "
                  f"{parity['auc_reference']:.4f}; {time.perf_counter() - t0:.0f}s")
         return manifest
+
+    def _take_debug(self, staging: Path, lowered: LoweredModel) -> Path | None:
+        """Move the target's debugging artifacts out of the bundle's staging folder."""
+        src = staging / DEBUG_STAGING
+        if not lowered.debug_files:
+            shutil.rmtree(src, ignore_errors=True)
+            return None
+        dst = staging_dir(debug_dir(self.out))
+        for name in lowered.debug_files:
+            os.replace(src / name, dst / name)
+        shutil.rmtree(src, ignore_errors=True)
+        return dst
 
     def _checks(self, exp: Exportable, lowered: LoweredModel, staging: Path, requests: Requests
                 ) -> tuple[dict[str, Any], dict[str, Any]]:

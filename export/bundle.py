@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kdaliens.sdk.bundle import FORMAT_VERSION, sha256_file, validate_manifest
+from kdaliens.sdk.bundle import FORMAT_VERSION, debug_dir, sha256_file, validate_manifest
 
 __all__ = ["FORMAT_VERSION", "sha256_file", "staging_dir", "validate_manifest", "write_bundle"]
 
@@ -45,16 +45,39 @@ def write_bundle(out: Path, files_dir: Path, manifest: dict[str, Any], force: bo
         json.dump(manifest, f, indent=1, sort_keys=True, default=float)
         f.flush()
         os.fsync(f.fileno())
+    if out.exists() and not force:
+        raise FileExistsError(f"{out} exists")
+    _install(files_dir, out)
+    return out
+
+
+def write_debug(bundle_out: Path, files_dir: Path | None, model_sha256: str) -> Path | None:
+    """Install ``files_dir`` (debugging artifacts of the bundle's model) as ``<bundle>.debug/``,
+    with a ``debug.json`` naming the model's sha256; with ``files_dir`` None, remove a
+    ``<bundle>.debug/`` left from an earlier model. Returns the folder, or None."""
+    target = debug_dir(bundle_out)
+    if files_dir is None:
+        shutil.rmtree(target, ignore_errors=True)
+        return None
+    (files_dir / "debug.json").write_text(json.dumps(
+        {"model_sha256": model_sha256, "files": sorted(f.name for f in files_dir.iterdir()),
+         "note": "debugging artifacts of the bundle beside this folder; a device never needs them"}, indent=1))
+    os.chmod(files_dir, 0o755)
+    for f in files_dir.iterdir():
+        os.chmod(f, 0o644)
+    _install(files_dir, target)
+    return target
+
+
+def _install(files_dir: Path, out: Path) -> None:
+    """Rename ``files_dir`` to ``out``, replacing an existing ``out`` with two renames."""
     if out.exists():
-        if not force:
-            raise FileExistsError(f"{out} exists")
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         os.replace(out, old / out.name)
         os.replace(files_dir, out)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(files_dir, out)
-    return out
 
 
 def staging_dir(out: Path) -> Path:
@@ -71,3 +94,8 @@ def staging_dir(out: Path) -> Path:
         except OSError:
             pass
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+
+
+#: Subfolder of a staging folder where a target writes debugging artifacts (they leave
+#: the bundle before it is installed; see :func:`write_debug`).
+DEBUG_STAGING = "_debug"

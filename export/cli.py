@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest AUC drop against the reference before the bundle is refused (default 0.002)")
     p.add_argument("--parity-limit", type=int, default=None,
                    help="score only this many held-out requests in the parity gate (default: all)")
+    p.add_argument("--debug", action="store_true",
+                   help="also write debugging artifacts (ExecuTorch: model.etrecord, for kdaliens-profile's "
+                        "per-operator names) to OUT.debug/ beside the bundle; devices never need them")
     return p
 
 
@@ -38,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = ExportConfig(args.target, args.quantize, max_candidates=args.max_candidates,
-                              tolerance=args.tolerance, parity_limit=args.parity_limit)
+                              tolerance=args.tolerance, parity_limit=args.parity_limit, debug=args.debug)
         export_bundle(args.run, config, args.out)
     except KdaliensError as e:
         print(f"kdaliens-export: error: {e}", file=sys.stderr)

@@ -165,7 +165,8 @@ def export_step(run_dir: Path, bundle_dir: Path, target: str, force: bool, parit
                 return b.manifest, True
         except KdaliensError as e:
             log(f"[export] {bundle_dir} is not reusable ({e}); exporting again")
-    return export_bundle(run_dir, target, bundle_dir, quantize="int8", parity_limit=parity_limit, log=log), False
+    return export_bundle(run_dir, target, bundle_dir, quantize="int8", parity_limit=parity_limit, log=log,
+                         debug=True), False
 
 
 def _bundle_profile_key(bundle_dir: Path, candidates: Sequence[int], runs: int) -> dict:

@@ -114,8 +114,8 @@ def format_report_md(rep: dict) -> str:
               "the same item among every item the user never touched.", "",
               "![accuracy](accuracy.png)", ""]
     if rep["bundles"]:
-        L += ["## Bundles (int8)", "", "Bundle = the folder: model, `manifest.json` and, for ExecuTorch, `model.etrecord` "
-              "(a profiling aid for `kdaliens-profile`; an app ships only the `.pte` and the manifest). "
+        L += ["## Bundles (int8)", "", "Bundle = the folder a device installs: the model file and `manifest.json` (ExecuTorch's "
+              "`model.etrecord`, a profiling aid for `kdaliens-profile`, is beside it in `<bundle>.debug/`). "
               "Parity: the held-out CTR test split scored by the target's runtime and by the PyTorch reference.", "",
               "| target | model file | bundle | AUC reference | AUC exported | max abs diff |",
               "|---|---|---|---|---|---|"]

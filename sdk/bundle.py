@@ -80,6 +80,30 @@ def validate_manifest(m: Any) -> list[str]:
     return problems
 
 
+#: Debugging artifacts of a bundle (ExecuTorch's ETRecord) live in ``<bundle>.debug/``, beside
+#: the bundle and never in it: a device installs the bundle folder alone.
+DEBUG_SUFFIX = ".debug"
+
+
+def debug_dir(bundle_path: str | Path) -> Path:
+    """The folder beside ``bundle_path`` that holds its debugging artifacts (may not exist)."""
+    p = Path(bundle_path)
+    return p.with_name(p.name + DEBUG_SUFFIX)
+
+
+def debug_file(bundle_path: str | Path, name: str, manifest: dict) -> Path | None:
+    """``<bundle>.debug/<name>`` when that folder was written for this bundle's model file
+    (``debug.json`` names the model's sha256), else None."""
+    d = debug_dir(bundle_path)
+    try:
+        info = json.loads((d / "debug.json").read_text())
+    except (OSError, ValueError):
+        return None
+    model_sha = manifest.get("artifacts", {}).get(manifest.get("model_file", ""))
+    ok = isinstance(info, dict) and model_sha and info.get("model_sha256") == model_sha
+    return d / name if ok and (d / name).is_file() else None
+
+
 @dataclass(frozen=True)
 class Bundle:
     """A verified bundle. Use :meth:`load`.

@@ -36,12 +36,13 @@ def tiny_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def et_bundle(tiny_run, tmp_path_factory):
-    """An fp32 ExecuTorch bundle of the tiny run (parity on 200 requests)."""
+    """An fp32 ExecuTorch bundle of the tiny run (parity on 200 requests), with its
+    ETRecord in ``executorch.debug/`` beside it."""
     from kdaliens.export.api import export_bundle
 
     run_dir, _ = tiny_run
     out = tmp_path_factory.mktemp("bundles") / "executorch"
-    export_bundle(run_dir, "executorch", out, quantize="none", parity_limit=200, log=lambda s: None)
+    export_bundle(run_dir, "executorch", out, quantize="none", parity_limit=200, log=lambda s: None, debug=True)
     return out
 
 

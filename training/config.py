@@ -420,6 +420,8 @@ def tiny_config(**train_overrides: Any) -> RunConfig:
         student=StudentConfig(dim=8, short_len=4, long_len=2, mlp=(16,), dropout=0.0),
         train=TrainConfig(epochs=1, qat_epochs=1, patience=1, batch_size=256, teacher_batch=32, negatives=4,
                           teacher_negatives=4, teacher_ema=0.0, threads=1),
+        # 4-bit item table: the tests then cover every exporter's 4-bit path too.
+        quant=QuantConfig(large_table_bits=4),
     )
     for k, v in train_overrides.items():
         setattr(cfg.train, k, v)

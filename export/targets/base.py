@@ -38,6 +38,9 @@ class ExportConfig:
         parity_limit: score only this many held-out requests in the parity gate (None: all).
         buckets: LiteRT only: candidate counts with a signature each (None: the default).
         onnx_method: ONNX int8 only: ``dynamic`` or ``qdq`` (None: the default).
+        debug: also write debugging artifacts (ExecuTorch: ``model.etrecord``, which names
+            operators in ``kdaliens-profile``'s breakdown) to ``<out>.debug/``, beside the
+            bundle; they are never part of the bundle a device installs.
     """
 
     target: TargetName | str
@@ -47,6 +50,7 @@ class ExportConfig:
     parity_limit: int | None = None
     buckets: tuple[int, ...] | None = None
     onnx_method: str | None = None
+    debug: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target", TargetName.parse(self.target, "target"))
@@ -78,6 +82,8 @@ class LoweredModel:
         reference_name: how the parity record names that reference.
         check_candidates: candidate counts the self-check must exercise (LiteRT: one
             request per bucket, so that every signature runs).
+        debug_files: debugging artifacts written under ``out_dir / DEBUG_STAGING``
+            (with ``ExportConfig.debug``); not artifacts of the bundle.
     """
 
     model_file: str
@@ -88,6 +94,7 @@ class LoweredModel:
     reference: nn.Module | None = None
     reference_name: str = "pytorch fp32"
     check_candidates: tuple[int, ...] = ()
+    debug_files: list[str] = field(default_factory=list)
 
 
 class Target(Protocol):

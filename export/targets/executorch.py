@@ -21,7 +21,6 @@ shows up in the export summary.
 
 from __future__ import annotations
 
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ from kdaliens.sdk.fileio import atomic_write
 from kdaliens.sdk.names import BackendName, Quantization, TargetName
 from kdaliens.sdk.signature import Role
 
+from ..bundle import DEBUG_STAGING
 from ..exportable import Exportable
 from .base import ExportConfig, LoweredModel, as_tuples
 
@@ -101,7 +101,7 @@ def delegation_report(edge_program) -> dict[str, Any]:
 
 
 class ExecuTorchTarget:
-    """``model.pte`` (+ ``model.etrecord``) for ExecuTorch with the XNNPACK delegate."""
+    """``model.pte`` for ExecuTorch with the XNNPACK delegate (``model.etrecord`` in ``<out>.debug/`` on request)."""
 
     name = TargetName.EXECUTORCH
     backend = BackendName.EXECUTORCH
@@ -111,19 +111,20 @@ class ExecuTorchTarget:
               out_dir: Path, log: Callable[[str], None] = print) -> LoweredModel:
         calib = as_tuples(calibration[:256], exp.input_names) if calibration else None
         program, reference, quant_info, report = _lower(exp, config.quantize == Quantization.INT8,
-                                                        config.max_candidates, calib, log)
-        files = _write(program, Path(out_dir))
+                                                        config.max_candidates, calib, config.debug, log)
+        files, debug_files = _write(program, Path(out_dir), config.debug)
         log(f"[executorch] wrote model.pte ({files['model.pte'] / 1024:.1f} KB), {report['delegate_calls']} XNNPACK "
             "delegate call(s)")
         int8 = config.quantize == Quantization.INT8
         return LoweredModel(model_file="model.pte", files=list(files),
                             signature=exp.signature.to_manifest(self.id_dtype, config.max_candidates),
                             quantization=quant_info, delegation=report, reference=reference,
-                            reference_name="pytorch int8 (PT2E)" if int8 else "pytorch fp32")
+                            reference_name="pytorch int8 (PT2E)" if int8 else "pytorch fp32",
+                            debug_files=debug_files)
 
 
 def _lower(exp: Exportable, int8: bool, max_candidates: int, calibration: list[tuple[torch.Tensor, ...]] | None,
-           log: Callable[[str], None]):
+           etrecord: bool, log: Callable[[str], None]):
     """torch.export -> (int8: PT2E) -> XNNPACK-lowered program; also the parity reference."""
     import copy
 
@@ -144,7 +145,7 @@ def _lower(exp: Exportable, int8: bool, max_candidates: int, calibration: list[t
             ep = torch.export.export(module, example, dynamic_shapes=shapes)
         # The exported PyTorch graph (int8 q/dq included) is the parity reference.
         reference = ep.module()
-        edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()], generate_etrecord=True)
+        edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()], generate_etrecord=etrecord)
         report = delegation_report(edge)
         if report["not_delegated"]:
             log(f"[executorch] not delegated to XNNPACK: {report['not_delegated']}")
@@ -183,16 +184,16 @@ def _pt2e_int8(exp: Exportable, module: nn.Module, example, shapes, calibration,
     return ep, info
 
 
-def _write(program, out_dir: Path) -> dict[str, int]:
-    """``model.pte`` and ``model.etrecord``, each written atomically; name -> size."""
-    files = {}
+def _write(program, out_dir: Path, debug: bool) -> tuple[dict[str, int], list[str]]:
+    """``model.pte`` (name -> size) and, with ``debug``, ``model.etrecord`` in the debug staging folder."""
     atomic_write(out_dir / "model.pte", program.write_to_file)
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:  # ETRecord.save takes a path
-        program.get_etrecord().save(str(Path(tmp) / "model.etrecord"))
-        atomic_write(out_dir / "model.etrecord", (Path(tmp) / "model.etrecord").read_bytes())
-    for name in ("model.pte", "model.etrecord"):
-        files[name] = (out_dir / name).stat().st_size
-    return files
+    debug_files = []
+    if debug:
+        d = out_dir / DEBUG_STAGING
+        d.mkdir(exist_ok=True)
+        program.get_etrecord().save(str(d / "model.etrecord"))
+        debug_files.append("model.etrecord")
+    return {"model.pte": (out_dir / "model.pte").stat().st_size}, debug_files
 
 
 TARGET = ExecuTorchTarget()

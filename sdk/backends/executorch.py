@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..bundle import debug_dir, debug_file
 from ..errors import BundleError
 from .base import Backend, unavailable
 
@@ -98,8 +99,10 @@ def operator_breakdown(backend: ExecuTorchBackend, bundle_path: Path, manifest: 
     except ImportError as e:
         return None, (f"per-operator breakdown unavailable: executorch.devtools does not import ({e}); "
                       "it ships with the full executorch pip package")
-    etrecord = bundle_path / "model.etrecord"
-    has_etrecord = etrecord.is_file() and "model.etrecord" in manifest.get("artifacts", {})
+    etrecord = debug_file(bundle_path, "model.etrecord", manifest)  # <bundle>.debug/, from kdaliens-export --debug
+    if etrecord is None and "model.etrecord" in manifest.get("artifacts", {}):  # bundles that carried it inside
+        etrecord = bundle_path / "model.etrecord"
+    has_etrecord = etrecord is not None
     tensors = [torch.from_numpy(np.ascontiguousarray(chunk[n], dtype=backend.input_dtypes[n]))
                for n in backend.input_names]
     with tempfile.TemporaryDirectory(prefix="kdaliens-etdump-") as tmp:
@@ -126,8 +129,9 @@ def operator_breakdown(backend: ExecuTorchBackend, bundle_path: Path, manifest: 
     if result is None:
         return None, "per-operator breakdown unavailable: the ETDump holds no operator events"
     result["etrecord"] = has_etrecord
-    note = None if has_etrecord else ("no model.etrecord in the bundle: operators are named by their kernels "
-                                      "and delegates list no source operators")
+    note = None if has_etrecord else (f"no model.etrecord for this model in {debug_dir(bundle_path)} (kdaliens-export "
+                                      "--debug writes it): operators are named by their kernels and delegates list "
+                                      "no source operators")
     return result, note
 
 

@@ -369,8 +369,9 @@ class _Profile:
         del again
         bundle, mem = self.bundle, self.mem
         files = {p.name: p.stat().st_size for p in sorted(bundle.path.iterdir()) if p.is_file()}
-        if "model.etrecord" in files:
-            self.notes.append("model.etrecord is for profiling only: a device needs the manifest and the model file")
+        if "model.etrecord" in files:  # bundles exported before debugging artifacts moved to <bundle>.debug/
+            self.notes.append("model.etrecord is for profiling only: a device needs the manifest and the model file; "
+                              "re-export to leave it out (kdaliens-export --debug puts it beside the bundle)")
         rss_load = rss_added = None
         if self.base_rss is not None and self.peak_load is not None:
             rss_load = self.peak_load - self.base_rss

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,11 +16,12 @@ import pytest
 import torch
 
 from kdaliens.export.api import export_bundle
-from kdaliens.export.bundle import sha256_file, validate_manifest
+from kdaliens.export.bundle import sha256_file, validate_manifest, write_debug
 from kdaliens.export.exportable import load_exportable
 from kdaliens.export.parity import ParityError, check_parity, load_requests, torch_runner
 from kdaliens.export.targets import ExportConfig, get_target
 from kdaliens.sdk.backends.executorch import ExecuTorchBackend
+from kdaliens.sdk.bundle import debug_dir, debug_file
 from kdaliens.sdk.errors import BundleError
 
 
@@ -29,7 +31,8 @@ def bundles(tiny_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("et-bundles")
     out = {}
     for q in ("none", "int8"):
-        export_bundle(run_dir, "executorch", root / q, quantize=q, parity_limit=300, log=lambda s: None)
+        export_bundle(run_dir, "executorch", root / q, quantize=q, parity_limit=300, log=lambda s: None,
+                      debug=q == "int8")
         out[q] = root / q
     return run_dir, out
 
@@ -76,7 +79,7 @@ def test_manifest_schema_and_hashes(bundles):
         assert "history_sampler" not in m  # the sampler's settings are feature_spec.history, stated once
         assert all(i["shape"][1] == "history" for i in m["signature"]["inputs"] if i["role"] == "history")
         assert set(m["source"]["metrics"]) >= {"teacher", "student_kd", "student_kd_int8"}
-        assert "model.etrecord" in m["artifacts"]
+        assert set(m["artifacts"]) == {"model.pte"}  # what ships is what runs
     bad = dict(m)
     del bad["parity"]
     assert "missing key 'parity'" in validate_manifest(bad)
@@ -186,3 +189,20 @@ def test_int8_bundle_records_the_table_recipe(bundles):
     item = next(t for n, t in tables.items() if t["shape"][0] >= 256)
     assert (item["bits"], item["scale_dtype"]) == (4, "float16")
     assert all(t["bits"] == 8 for t in tables.values() if t["shape"][0] < 256)
+
+
+def test_debug_artifacts_live_beside_the_bundle(bundles, tmp_path):
+    _, b = bundles
+    m = json.loads((b["int8"] / "manifest.json").read_text())
+    dbg = debug_dir(b["int8"])
+    assert dbg == b["int8"].with_name("int8.debug") and not (b["int8"] / "model.etrecord").exists()
+    assert json.loads((dbg / "debug.json").read_text())["model_sha256"] == m["artifacts"]["model.pte"]
+    assert debug_file(b["int8"], "model.etrecord", m) == dbg / "model.etrecord"
+    assert not debug_dir(b["none"]).exists()  # opt-in
+    # A debug folder made for another model is ignored, and a plain re-export removes it.
+    copy_ = tmp_path / "int8"
+    shutil.copytree(b["int8"], copy_)
+    shutil.copytree(dbg, debug_dir(copy_))
+    other = json.loads((b["none"] / "manifest.json").read_text())
+    assert debug_file(copy_, "model.etrecord", other) is None
+    assert write_debug(copy_, None, "") is None and not debug_dir(copy_).exists()

@@ -42,8 +42,8 @@ def test_truncated_model_is_refused(bundle):
 
 
 def test_missing_pieces_are_refused(bundle, tmp_path):
-    (bundle / "model.etrecord").unlink()
-    with pytest.raises(BundleError, match="model.etrecord: artifact listed in the manifest is missing"):
+    (bundle / "model.pte").unlink()
+    with pytest.raises(BundleError, match="model.pte: artifact listed in the manifest is missing"):
         Bundle.load(bundle)
     (bundle / "manifest.json").unlink()
     with pytest.raises(BundleError, match="manifest.json: missing"):

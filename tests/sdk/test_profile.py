@@ -72,7 +72,7 @@ def test_executorch_operator_breakdown(et_profile, et_bundle):
     ops = et_profile["operators"]
     assert ops is not None, et_profile["operators_note"]
     assert et_profile["operators_note"] is None and ops["etrecord"] is True
-    assert (et_bundle / "model.etrecord").is_file()
+    assert (et_bundle.with_name("executorch.debug") / "model.etrecord").is_file()
     assert ops["candidates"] == 100 and ops["runs"] == FAST["runs"]
     top = ops["top"]
     assert top and [r["total_us"] for r in top] == sorted((r["total_us"] for r in top), reverse=True)

@@ -34,7 +34,7 @@ def test_quantizing_a_snapped_table_is_exact(bits, scale_dtype):
 
 def test_snap_embeddings_follows_the_recipe():
     model = nn.Sequential(nn.Embedding(1000, 16), nn.Embedding(20, 16))
-    recipe = QuantConfig()
+    recipe = QuantConfig(large_table_bits=4)
     done = snap_embeddings(model, recipe)
     assert done == [("0", 4, "float16"), ("1", 8, "float32")]
     big = model[0].weight
@@ -50,7 +50,7 @@ def test_quant_config_rejects_bad_values_and_round_trips():
         QuantConfig(large_table_bits=2)
     with pytest.raises(InputError, match="float16"):
         RunConfig.from_dict({"quant": {"large_table_scale_dtype": "bfloat16"}})
-    assert QuantConfig().table(255) == (8, "float32") and QuantConfig().table(256) == (4, "float16")
+    assert QuantConfig().table(255) == (8, "float32") and QuantConfig().table(256) == (8, "float16")
     cfg = RunConfig()
     cfg.quant = QuantConfig(large_table_bits=8)
     assert config_of({"config": cfg.to_dict()}).quant == QuantConfig(large_table_bits=8)
@@ -99,3 +99,29 @@ def test_int8_qat_needs_no_runtime():
     ok, n_fake_quant = r.stdout.split()[-2:]
     # Three hidden linear layers (user projection, two head layers): input, weight and output each.
     assert ok == "ok" and int(n_fake_quant) >= 6, r.stdout
+
+
+@pytest.mark.parametrize("qat_lr, target", [(0.0, "task"), (1e-3, "task"), (1e-3, "fp32")])
+def test_int8_step_calibrates_or_fine_tunes(tiny_run, qat_lr, target):
+    """qat_lr 0 keeps the distilled weights (only the activation grid is calibrated);
+    a positive rate moves them, on the task losses or toward the fp32 student."""
+    from kdaliens.training.checkpoint import load_model
+    from kdaliens.training.data import load_prepared
+    from kdaliens.training.distill import TeacherSignals
+    from kdaliens.training.loop import Context, DistEnv
+    from kdaliens.training.student_loop import StudentTrainer, evaluate_student
+
+    out, _ = tiny_run
+    teacher, cfg, _, _ = load_model(out / "teacher.pt")
+    kd, _, _, _ = load_model(out / "student_kd.pt")
+    cfg.train.qat_lr, cfg.train.qat_target = qat_lr, target
+    ctx = Context(load_prepared("movielens-100k", cfg.data, cfg.split), cfg)
+    lines: list[str] = []
+    res = StudentTrainer(ctx, DistEnv(), lines.append, TeacherSignals(teacher, ctx)).quantize(kd)
+    head = kd.head[0].weight.detach()
+    qat_head = next(v for k, v in res.qat_state.items() if k.endswith("head_0_weight") or k.endswith("head.0.weight"))
+    moved = float((qat_head - head).abs().max())
+    assert (moved == 0.0) if qat_lr == 0 else (moved > 0.0)
+    assert any(("calibrating" in s) if qat_lr == 0 else (f"on the {target} targets" in s) for s in lines), lines
+    m = evaluate_student(res.model, ctx, "val")
+    assert 0.5 < m["ctr"]["auc"] <= 1 and 0 < m["ranking"]["hr@10"] <= 1
