@@ -90,13 +90,29 @@ class HistorySampler:
 
     def __init__(self, spec: HistorySpec):
         self.spec = spec
+        self._memo: dict[tuple[int, int], np.ndarray] = {}  # (seed, n_old) -> long-term picks
 
-    def _key_order(self, seed: int, n_old: int) -> np.ndarray:
-        """Older positions 0..n_old-1 sorted by key (stable, so ties break by position)."""
+    def _smallest_keys(self, seed: int, n_old: int, m: int) -> np.ndarray:
+        """The ``m`` older positions with the smallest keys (ties by position), sorted; O(n_old)."""
         base = splitmix64(np.array([seed], dtype=np.uint64))[0]
         with np.errstate(over="ignore"):
             keys = splitmix64(base + np.arange(n_old, dtype=np.uint64))
-        return np.argsort(keys, kind="stable")
+        kth = np.partition(keys, m - 1)[m - 1]
+        below = np.flatnonzero(keys < kth)
+        at = np.flatnonzero(keys == kth)[: m - len(below)]
+        return np.sort(np.concatenate([below, at])).astype(np.int64)
+
+    def _long_positions(self, seed: int, n_old: int, m: int) -> np.ndarray:
+        """:meth:`_smallest_keys`, memoized: a device asks for the same history length again and again."""
+        key = (seed, n_old)
+        got = self._memo.get(key)
+        if got is None:
+            got = self._smallest_keys(seed, n_old, m)
+            got.flags.writeable = False
+            if len(self._memo) >= 4096:
+                self._memo.clear()
+            self._memo[key] = got
+        return got
 
     def positions(self, n_past: int, seed: int | None = None) -> np.ndarray:
         """Chosen positions (oldest first) among ``n_past`` time-ordered past events."""
@@ -107,7 +123,7 @@ class HistorySampler:
         if n_old <= m:
             long_pos = np.arange(n_old, dtype=np.int64)
         else:
-            long_pos = np.sort(self._key_order(seed, n_old)[:m]).astype(np.int64)
+            long_pos = self._long_positions(seed, n_old, m)
         return np.concatenate([long_pos, np.arange(n_old, n_past, dtype=np.int64)])
 
     def sample(self, n_past: int, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:

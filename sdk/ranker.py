@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping
@@ -33,7 +34,7 @@ from .bundle import Bundle
 from .errors import InputError, KdaliensError
 from .features import FeatureEncoder, normalize_token
 from .names import BackendName
-from .readers import VersionedItemReader
+from .readers import SampledEventReader, VersionedItemReader
 
 logger = logging.getLogger("kdaliens.sdk")
 
@@ -55,26 +56,32 @@ class RankedList(list):
         self.meta = meta or {}
 
 
-_VERSIONED: dict[type, bool] = {}
+_KINDS: dict[tuple[type, type], bool] = {}
+
+
+def _is(obj: Any, protocol: type) -> bool:
+    """isinstance(obj, protocol), memoized per class (a Protocol check costs microseconds,
+    and rerank asks on every call)."""
+    key = (type(obj), protocol)
+    known = _KINDS.get(key)
+    if known is None:
+        known = _KINDS[key] = isinstance(obj, protocol)
+    return known
 
 
 def _is_versioned(cache: Any) -> bool:
-    """isinstance(cache, VersionedItemReader), memoized per class (a Protocol check costs
-    microseconds, and rerank asks on every call)."""
-    kind = type(cache)
-    known = _VERSIONED.get(kind)
-    if known is None:
-        known = _VERSIONED[kind] = isinstance(cache, VersionedItemReader)
-    return known
+    return _is(cache, VersionedItemReader)
 
 
 class _EncodedItems:
     """Each cached item's encoded ids, kept between calls so rerank encodes only new items.
 
     Valid for one :class:`~kdaliens.sdk.readers.VersionedItemReader` (an
-    :class:`~kdaliens.sdk.stores.ItemCache`) at one ``generation``
-    (any upsert or eviction, by any process, starts over). Items that expire by TTL
-    (without a write) are caught per row through their upsert time. Rows are
+    :class:`~kdaliens.sdk.stores.ItemCache`) at one ``generation``. When the generation
+    moves, a cache with ``changes_since`` (ItemCache) names the items upserted since, and
+    only those are encoded again; a removal (TTL, size bound), or a cache without it,
+    starts over. Items that expire by TTL (without a write) are caught per row through
+    their upsert time. Rows are
     ``encode_items`` output, which encodes each item on its own, so gathering memoized
     rows gives the same arrays as encoding the batch.
     """
@@ -84,12 +91,14 @@ class _EncodedItems:
         self.id_field = id_field
         self.cache_ref: Any = None
         self.generation: int | None = None
+        self.state: Any = None  # the cache's changes_since state the rows reflect
         self._reset()
 
     def _reset(self) -> None:
         self.index: dict[str, int] = {}
         self.arrays: dict[str, np.ndarray] = {}
         self.updated = np.empty(0)  # upsert time of each row (+inf: absent from the cache)
+        self.valid = np.zeros(0, dtype=bool)  # False: upserted again since it was encoded
         self.n = 0
 
     def _store(self, keys: list[str], rows: dict[str, np.ndarray], updated: np.ndarray) -> np.ndarray:
@@ -104,6 +113,7 @@ class _EncodedItems:
         if self.n > len(self.updated):  # grow by doubling
             cap = max(self.n, 2 * len(self.updated), 256)
             self.updated = np.concatenate([self.updated, np.full(cap - len(self.updated), -np.inf)])
+            self.valid = np.concatenate([self.valid, np.zeros(cap - len(self.valid), dtype=bool)])
             for name, v in rows.items():
                 old = self.arrays.get(name)
                 grown = np.zeros((cap,) + v.shape[1:], dtype=v.dtype)
@@ -113,15 +123,25 @@ class _EncodedItems:
         for name, v in rows.items():
             self.arrays[name][pos] = v
         self.updated[pos] = updated
+        self.valid[pos] = True
         return pos
 
     def sync(self, cache: Any) -> None:
-        """Start over when the cache is another one or has changed since the rows were kept."""
+        """Bring the kept rows up to date with ``cache``: forget the items changed since, or start over."""
         gen = cache.generation()
-        if (self.cache_ref is None or self.cache_ref() is not cache or gen != self.generation
-                or self.n > MAX_ENCODED_ITEMS):
+        same = self.cache_ref is not None and self.cache_ref() is cache and self.n <= MAX_ENCODED_ITEMS
+        if same and gen == self.generation:
+            return
+        changed = None
+        if hasattr(cache, "changes_since"):
+            self.state, changed = cache.changes_since(self.state if same else None)
+        if same and changed is not None:
+            rows = [i for i in map(self.index.get, changed) if i is not None]
+            self.valid[rows] = False
+        else:
             self._reset()
-            self.cache_ref, self.generation = weakref.ref(cache), gen
+        # The generation read first: a write that lands in between only makes the next call look again.
+        self.cache_ref, self.generation = weakref.ref(cache), gen
 
     def encode(self, keys: list[str], cache: Any) -> dict[str, np.ndarray]:
         """Encoded fields of ``keys`` (canonical ids); call :meth:`sync` first."""
@@ -129,6 +149,7 @@ class _EncodedItems:
             return self.encoder.encode_items([])
         pos = np.fromiter((self.index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
         known = pos >= 0
+        known[known] = self.valid[pos[known]]
         if known.any():  # expired since they were encoded
             cutoff = cache.expired_before()
             if cutoff > -np.inf:
@@ -158,6 +179,7 @@ class Ranker:
         self.input_names = self.signature.names
         self._id_field = self.spec.item_id_field
         self._items = _EncodedItems(self.encoder, self._id_field)
+        self._items_lock = threading.Lock()  # the kept item encodings are shared by every thread
 
     @classmethod
     def load(cls, bundle: str | Path | Bundle, backend: str = "auto", threads: int = 1) -> Ranker:
@@ -223,12 +245,12 @@ class Ranker:
         """Model inputs (1, ...) from encoder outputs; candidates are sliced later."""
         return self.signature.request(history, user, cands)
 
-    def _encode_candidates(self, keys: list[str], cache, synced: bool = False) -> dict[str, np.ndarray]:
+    def _encode_candidates(self, keys: list[str], cache) -> dict[str, np.ndarray]:
         """Encoded candidate fields; a :class:`VersionedItemReader` gets its encoded rows kept between calls."""
         if _is_versioned(cache):
-            if not synced:
+            with self._items_lock:
                 self._items.sync(cache)
-            return self._items.encode(keys, cache)
+                return self._items.encode(keys, cache)
         attrs = cache.get_many(keys) if cache is not None else {}
         return self.encoder.encode_items([{**attrs.get(u, {}), self._id_field: u} for u in keys])
 
@@ -285,19 +307,25 @@ class Ranker:
         for i, key in enumerate(keys):
             first.setdefault(key, i)
         uniq = list(first)
-        events = log.events(user_id, before=float(now)) if log is not None else []
+        if log is None:
+            events = []
+        elif _is(log, SampledEventReader):  # only the events the sampler keeps, whatever the log's length
+            events = log.sampled_events(user_id, before=float(now), positions=self.encoder.sampler.positions)
+        else:
+            events = log.events(user_id, before=float(now))
         # Attributes only for the candidates and the history events the sampler keeps;
         # an ItemCache's items are encoded once and kept (see _EncodedItems).
-        kept = _is_versioned(cache)
-        if kept:
-            self._items.sync(cache)  # one generation check per call
-            hist = self.encoder.encode_history(events, now=float(now), encoded_items=lambda ids: self._items.encode(
-                [normalize_token(i) for i in ids], cache))
+        if _is_versioned(cache):
+            with self._items_lock:
+                self._items.sync(cache)  # one generation check per call
+                hist = self.encoder.encode_history(events, now=float(now), encoded_items=lambda ids: self._items.encode(
+                    [normalize_token(i) for i in ids], cache))
+                cands = self._items.encode(uniq, cache)
         else:
             lookup = (lambda ids: cache.get_many(ids)) if cache is not None else None
             hist = self.encoder.encode_history(events, now=float(now), item_attributes=lookup)
+            cands = self._encode_candidates(uniq, cache)
         user = self.encoder.encode_user(user_features)
-        cands = self._encode_candidates(uniq, cache, synced=kept)
         meta["n_history"] = int(hist["hist_mask"].sum())
         inputs = self.encode_request(hist, user, cands)
         t1 = time.perf_counter()
@@ -314,8 +342,9 @@ class Ranker:
             meta["total_us"] = (time.perf_counter() - t0) * 1e6
             return RankedList(ranked, meta)
         t2 = time.perf_counter()
-        # Best first; ties keep the caller's order.
-        order = sorted(range(len(uniq)), key=lambda j: (-scores[j], first[uniq[j]]))[:k]
-        ranked = [(items[first[uniq[j]]], float(scores[j])) for j in order]
+        # Best first; ties keep the caller's order (uniq is in order of first appearance).
+        order = np.argsort(-scores, kind="stable")[:k]
+        pos = list(first.values())
+        ranked = [(items[pos[j]], float(scores[j])) for j in order.tolist()]
         meta.update(encode_us=(t1 - t0) * 1e6, model_us=(t2 - t1) * 1e6, total_us=(time.perf_counter() - t0) * 1e6)
         return RankedList(ranked, meta)

@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import InputError
@@ -35,6 +35,19 @@ class EventReader(Protocol):
 
     def events(self, user_id: Any, before: float | None = None) -> list[dict[str, Any]]:
         """Dicts with ``item_id``, ``ts`` (seconds) and optionally ``event``, with ``ts < before``."""
+        ...
+
+
+@runtime_checkable
+class SampledEventReader(EventReader, Protocol):
+    """An :class:`EventReader` that can return only the events a history sampler keeps.
+
+    :class:`~kdaliens.sdk.stores.BehaviorLog` is one: the Ranker then reads a user's
+    ``short_len + long_len`` kept events, whatever the length of the log.
+    """
+
+    def sampled_events(self, user_id: Any, before: float, positions: Callable[[int], Any]) -> list[dict[str, Any]]:
+        """``events(user_id, before)`` indexed by ``positions(n)``, n being how many there are."""
         ...
 
 

@@ -44,9 +44,13 @@ import math
 import numbers
 import os
 import sqlite3
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+import numpy as np
 
 from .errors import InputError
 from .store_base import (
@@ -68,6 +72,17 @@ __all__ = ["SCHEMA_VERSION", "BehaviorLog", "ItemCache", "StoreError"]
 
 # --------------------------------------------------------------------------------------
 # Item cache.
+
+
+_REMOVALS_KEY = "items_removals"  # meta counter: bumped whenever items leave the cache
+
+
+def _bump_counter(conn: sqlite3.Connection, key: str) -> None:
+    conn.execute(
+        f"INSERT INTO {_META_TABLE} (key, value) VALUES (?, '1')"
+        " ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+        (key,),
+    )
 
 
 class ItemCache(_Store):
@@ -192,11 +207,29 @@ class ItemCache(_Store):
 
     @staticmethod
     def _bump_generation(conn: sqlite3.Connection) -> None:
-        conn.execute(
-            f"INSERT INTO {_META_TABLE} (key, value) VALUES (?, '1')"
-            " ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
-            (_GENERATION_KEY,),
-        )
+        _bump_counter(conn, _GENERATION_KEY)
+
+    def changes_since(self, state: tuple[int, int, int] | None) -> tuple[tuple[int, int, int], list[str] | None]:
+        """What changed since ``state`` (a value this method returned; None: unknown).
+
+        Returns the new state and the ids upserted since ``state`` (by any process), or
+        None when items were removed since (TTL, size bound) or ``state`` is None: then
+        everything a reader derived must be rebuilt. The :class:`~kdaliens.sdk.Ranker` uses
+        it to re-encode only the items an upsert changed.
+        """
+        with self._read("changes_since") as conn:
+            conn.execute("BEGIN")
+            try:
+                meta = dict(conn.execute(f"SELECT key, value FROM {_META_TABLE} WHERE key IN (?, ?)",
+                                         (_GENERATION_KEY, _REMOVALS_KEY)).fetchall())
+                top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM kdaliens_items").fetchone()[0]
+                new_state = (int(meta.get(_GENERATION_KEY, 0)), int(meta.get(_REMOVALS_KEY, 0)), int(top))
+                if state is None or state[1] != new_state[1] or state[2] > new_state[2]:
+                    return new_state, None
+                ids = [r[0] for r in conn.execute("SELECT item_id FROM kdaliens_items WHERE seq > ?", (state[2],))]
+            finally:
+                conn.execute("COMMIT")
+        return new_state, ids
 
     def generation(self) -> int:
         """A counter that changes whenever any process writes or evicts items in this file.
@@ -214,6 +247,13 @@ class ItemCache(_Store):
         return {k: (self._item(k, attrs), t) for k, (attrs, t) in self._fetch(item_ids).items()}
 
     def _evict(self, conn: sqlite3.Connection) -> int:
+        """Apply the TTL and the size bound; counts the removals in the file (see :meth:`changes_since`)."""
+        removed = self._evict_rows(conn)
+        if removed:
+            _bump_counter(conn, _REMOVALS_KEY)
+        return removed
+
+    def _evict_rows(self, conn: sqlite3.Connection) -> int:
         removed = 0
         if self.ttl_seconds is not None:
             removed += conn.execute("DELETE FROM kdaliens_items WHERE updated_at <= ?", (self.expired_before(),)).rowcount
@@ -317,6 +357,51 @@ class ItemCache(_Store):
 # Behaviour log.
 
 
+#: Users whose timelines a BehaviorLog keeps in memory for :meth:`BehaviorLog.sampled_events`.
+TIMELINE_USERS = 256
+
+
+class _Timeline:
+    """One user's events sorted by (ts, id), as arrays and lists, and the state they reflect."""
+
+    __slots__ = ("ids", "ts", "items", "events", "last_id", "token")
+
+    def __init__(self, ids: np.ndarray, ts: np.ndarray, items: list[str], events: list[str], token: tuple):
+        self.ids, self.ts, self.items, self.events, self.token = ids, ts, items, events, token
+        self.last_id = int(ids.max()) if len(ids) else -1
+
+    @classmethod
+    def of(cls, rows: list[tuple[int, str, str, float]], token: tuple) -> _Timeline:
+        return cls(np.array([r[0] for r in rows], dtype=np.int64), np.array([r[3] for r in rows], dtype=np.float64),
+                   [r[1] for r in rows], [r[2] for r in rows], token)
+
+    def updated(self, new: list[tuple[int, str, str, float]], first: tuple[float, int] | None,
+                token: tuple) -> _Timeline:
+        """With ``new`` rows merged in and everything before ``first`` (the oldest row left) dropped."""
+        if first is None:
+            return _Timeline.of([], token)
+        ids, ts, items, events = self.ids, self.ts, self.items, self.events
+        if new:
+            new = sorted(new, key=lambda r: (r[3], r[0]))
+            if len(ts) and (new[0][3], new[0][0]) < (float(ts[-1]), int(ids[-1])):  # back-filled: merge all
+                rows = sorted(list(zip(ids.tolist(), items, events, ts.tolist())) + new, key=lambda r: (r[3], r[0]))
+                merged = _Timeline.of(rows, token)
+                ids, ts, items, events = merged.ids, merged.ts, merged.items, merged.events
+            else:  # appended in time order: the usual case
+                ids = np.concatenate([ids, np.array([r[0] for r in new], dtype=np.int64)])
+                ts = np.concatenate([ts, np.array([r[3] for r in new], dtype=np.float64)])
+                items = items + [r[1] for r in new]
+                events = events + [r[2] for r in new]
+        lo = int(np.searchsorted(ts, first[0], side="left"))
+        while lo < len(ts) and ts[lo] == first[0] and ids[lo] < first[1]:
+            lo += 1
+        if lo:  # trimmed: the oldest rows are gone
+            ids, ts, items, events = ids[lo:], ts[lo:], items[lo:], events[lo:]
+        tl = _Timeline(ids, ts, items, events, token)
+        tl.last_id = max(self.last_id, tl.last_id)
+        return tl
+
+
 class BehaviorLog(_Store):
     """A durable, append-only log of user behaviour: ``(user_id, item_id, event, ts)`` rows.
 
@@ -368,6 +453,9 @@ class BehaviorLog(_Store):
         ):
             raise InputError(f"max_events_per_user must be a positive integer or None, got {max_events_per_user!r}")
         self.max_events_per_user = None if max_events_per_user is None else int(max_events_per_user)
+        self._writes = 0
+        self._timelines: OrderedDict[str, _Timeline] = OrderedDict()
+        self._timelines_lock = threading.Lock()
         super().__init__(path, busy_timeout)
 
     @staticmethod
@@ -385,6 +473,7 @@ class BehaviorLog(_Store):
         return u, i, e, t
 
     def _insert(self, conn: sqlite3.Connection, rows: list[tuple[str, str, str, float]]) -> None:
+        self._writes += 1  # this object's own commits do not change its connections' data_version
         conn.executemany("INSERT INTO kdaliens_events (user_id, item_id, event, ts) VALUES (?, ?, ?, ?)", rows)
         if self.max_events_per_user is not None:
             for user in dict.fromkeys(r[0] for r in rows):
@@ -466,6 +555,58 @@ class BehaviorLog(_Store):
                 ).fetchall()
                 rows.reverse()
         return [{"item_id": i, "event": e, "ts": t} for i, e, t in rows]
+
+    def sampled_events(self, user_id: Any, before: float, positions: Callable[[int], np.ndarray]
+                       ) -> list[dict[str, Any]]:
+        """The events at ``positions(n)`` (indices, oldest first) among the user's ``n``
+        events with ``ts < before``: what a history sampler keeps, without reading the rest.
+
+        ``events(user_id, before)`` indexed by ``positions(n)``, in a cost that does not grow
+        with the log: each user's timeline (row ids, times, items, events) is kept in memory
+        by this object (the :data:`TIMELINE_USERS` most recent users) and checked on every
+        call against the file's ``PRAGMA data_version`` and this object's own writes. After
+        a write only the new rows are read (by row id), and rows trimmed by
+        ``max_events_per_user`` (the oldest, by any process) are dropped.
+        """
+        key = _id(user_id, "user_id")
+        cutoff = _ts(before, "before", allow_inf=True)
+        with self._read("sampled_events") as conn:
+            token = (id(conn), conn.execute("PRAGMA data_version").fetchone()[0], self._writes)
+            with self._timelines_lock:
+                tl = self._timelines.get(key)
+                if tl is not None:
+                    self._timelines.move_to_end(key)
+            if tl is None or tl.token != token:
+                tl = self._refresh(conn, key, tl, token)
+            n = int(np.searchsorted(tl.ts, cutoff, side="left"))
+            picks = positions(n)
+            return [{"item_id": tl.items[j], "event": tl.events[j], "ts": float(tl.ts[j])} for j in picks.tolist()]
+
+    def _refresh(self, conn: sqlite3.Connection, key: str, old: _Timeline | None, token: tuple) -> _Timeline:
+        """``old`` brought up to date in one read snapshot (a new timeline when ``old`` is None)."""
+        conn.execute("BEGIN")
+        try:
+            if old is None:
+                rows = conn.execute("SELECT id, item_id, event, ts FROM kdaliens_events WHERE user_id = ?"
+                                    " ORDER BY ts, id", (key,)).fetchall()
+                tl = _Timeline.of(rows, token)
+            else:
+                # New rows by row id (the rowid range, not the user index: "+user_id");
+                # trims delete a prefix in (ts, id) order, so the current oldest row says
+                # how much of the cached prefix is gone.
+                new = conn.execute("SELECT id, item_id, event, ts FROM kdaliens_events WHERE id > ? AND +user_id = ?",
+                                   (old.last_id, key)).fetchall()
+                first = conn.execute("SELECT ts, id FROM kdaliens_events WHERE user_id = ? ORDER BY ts, id LIMIT 1",
+                                     (key,)).fetchone()
+                tl = old.updated(new, first, token)
+        finally:
+            conn.execute("COMMIT")
+        with self._timelines_lock:
+            self._timelines[key] = tl
+            self._timelines.move_to_end(key)
+            while len(self._timelines) > TIMELINE_USERS:
+                self._timelines.popitem(last=False)
+        return tl
 
     def users(self) -> list[str]:
         """Every user with at least one event, sorted."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,15 @@ class Backend:
 
     Subclasses implement :meth:`_run` on arrays already in the manifest's dtypes, with
     at most :attr:`max_candidates` candidates.
+
+    Thread safety: :meth:`run` may be called from any number of threads. A runtime whose
+    calls share state (LiteRT's interpreter tensors, an ExecuTorch method's buffers) runs
+    one call at a time under a lock; one that is safe to call concurrently
+    (onnxruntime's ``InferenceSession.run``) says so with ``concurrent_runs = True``.
     """
 
     name = "base"
+    concurrent_runs = False
 
     def __init__(self, model_path: Path, manifest: Mapping[str, Any], threads: int = 1):
         self.model_path = Path(model_path)
@@ -50,11 +57,15 @@ class Backend:
         # The inputs of dimension (1, N, ...): every candidate field (ModelSignature's roles).
         self.candidate_names: list[str] = [i["name"] for i in sig["inputs"] if i.get("role") == Role.CANDIDATE]
         self.max_candidates: int = int(sig["max_candidates"])
+        self._run_lock = threading.Lock()
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Score one request. ``inputs`` holds every signature input; candidates (1, N)."""
         arrays = {n: np.ascontiguousarray(inputs[n], dtype=self.input_dtypes[n]) for n in self.input_names}
-        return self._run(arrays)
+        if self.concurrent_runs:
+            return self._run(arrays)
+        with self._run_lock:
+            return self._run(arrays)
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # pragma: no cover
         raise NotImplementedError

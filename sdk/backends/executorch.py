@@ -50,7 +50,8 @@ class ExecuTorchBackend(Backend):
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         t = self._torch
         out = self._method.execute([t.from_numpy(inputs[n]) for n in self.input_names])
-        return {"score": out[0].numpy(), "click": out[1].numpy()}
+        # The outputs live in the method's planned memory, which the next call overwrites.
+        return {"score": out[0].numpy().copy(), "click": out[1].numpy().copy()}
 
 
 # ---------------------------------------------------------------------- operator breakdown

@@ -37,6 +37,7 @@ class OnnxRuntimeBackend(Backend):
     """
 
     name = "onnxruntime"
+    concurrent_runs = True  # InferenceSession.run is safe to call from several threads
 
     def __init__(self, model_path: Path, manifest: Mapping[str, Any], threads: int = 1):
         super().__init__(model_path, manifest, threads)

@@ -218,3 +218,31 @@ def test_rerank_scores_equal_with_and_without_kept_rows(world):
         b = r.rerank(user, ids, cache=cache, log=log, now=2e9)  # second call reuses encoded rows
         c = r.rerank(user, ids, cache=plain, log=log, now=2e9)
         assert a == b == c
+
+
+def test_an_upsert_re_encodes_only_the_items_it_changed(et_bundle, tmp_path):
+    ds = load_dataset("movielens-100k")
+    items = ds.items.head(400).to_dict("records")
+    db = tmp_path / "device.db"
+    cache = ItemCache(db)
+    cache.upsert(items)
+    ranker = Ranker.load(et_bundle)
+    encoded: list[int] = []
+    real = ranker.encoder.encode_items
+    ranker.encoder.encode_items = lambda rows: (encoded.append(len(rows)), real(rows))[1]
+    ids = [str(i["item_id"]) for i in items[:300]]
+    first = ranker._encode_candidates(ids, cache)
+    assert encoded == [300]
+    ItemCache(db).upsert([{**items[5], "release_year": "1931"}, items[7]])  # another connection, two items
+    again = ranker._encode_candidates(ids, cache)
+    assert encoded == [300, 2]  # not 300 again
+    now = [{**items[k], "item_id": ids[k]} for k in range(300)]
+    now[5]["release_year"] = "1931"
+    fresh = real(now)
+    for name in fresh:
+        np.testing.assert_array_equal(again[name], fresh[name], err_msg=name)
+    assert any(not np.array_equal(again[n][5], first[n][5]) for n in fresh)  # item 5 did change
+    # A removal (the size bound) starts over.
+    ItemCache(db, max_items=350).upsert([items[0]])
+    ranker._encode_candidates(ids, cache)
+    assert encoded[-1] == 300
