@@ -94,6 +94,8 @@ class HistorySampler:
 
     def _smallest_keys(self, seed: int, n_old: int, m: int) -> np.ndarray:
         """The ``m`` older positions with the smallest keys (ties by position), sorted; O(n_old)."""
+        if m <= 0:
+            return np.zeros(0, dtype=np.int64)
         base = splitmix64(np.array([seed], dtype=np.uint64))[0]
         with np.errstate(over="ignore"):
             keys = splitmix64(base + np.arange(n_old, dtype=np.uint64))

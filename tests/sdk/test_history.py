@@ -68,3 +68,21 @@ def test_sample_batch_equals_single():
         assert (idx[i] == a).all() and (mask[i] == b).all()
     with pytest.raises(InputError):
         s.sample(-1)
+
+
+@pytest.mark.parametrize("k, m", [(20, 10), (3, 2), (0, 5), (5, 0), (1, 1)])
+def test_sampler_follows_the_written_rule_at_any_length(k, m):
+    """The m older positions with the smallest splitmix64 keys (stable argsort: ties by
+    position), checked against a direct transcription of the rule, memo included."""
+    s = HistorySampler(HistorySpec(short_len=k, long_len=m, seed=9))
+    for n in [0, 1, k, k + m, k + m + 1, 57, 1000, 12_345]:
+        for seed in (None, 0, 2**64 - 1):
+            n_short = min(n, k)
+            n_old = n - n_short
+            base = splitmix64(np.array([9 if seed is None else seed], dtype=np.uint64))[0]
+            with np.errstate(over="ignore"):
+                keys = splitmix64(base + np.arange(n_old, dtype=np.uint64))
+            long_pos = np.sort(np.argsort(keys, kind="stable")[:m]) if n_old > m else np.arange(n_old)
+            want = np.concatenate([long_pos, np.arange(n_old, n)])
+            for _ in range(2):  # computed, then memoized
+                np.testing.assert_array_equal(s.positions(n, seed), want)
