@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         for n_events in args.events:
             prof = profile_bundle(bundle, candidates=args.candidates, history_len=n_events, threads=args.threads,
                                   runs=args.runs, warmup=max(10, args.runs // 10), operators=False, store="sqlite")
-            for r in prof["latency"]:
+            for r in prof["rows"]:
                 row = {"bundle": str(bundle), "backend": prof["backend"], "events": n_events,
                        "candidates": r["candidates"], "sdk_p50_us": r["sdk_p50_us"], "sdk_p99_us": r["sdk_p99_us"],
                        "model_p50_us": r["model_p50_us"], "model_p99_us": r["model_p99_us"],
