@@ -8,6 +8,7 @@ migrates the file's ``kdaliens_*`` tables to :data:`SCHEMA_VERSION`. The public 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import numbers
@@ -38,6 +39,7 @@ _GENERATION_KEY = "items_generation"
 # file queue here (promptly woken) instead of in SQLite's busy handler, which polls with sleeps
 # of up to 100 ms. Other processes still wait in the busy handler.
 _FILE_LOCKS: dict[str, threading.Lock] = {}
+_CONNECTION_SERIALS = itertools.count(1)
 _FILE_LOCKS_GUARD = threading.Lock()
 
 
@@ -307,7 +309,15 @@ class _Store:
                     old.close()
             self._conns[threading.get_ident()] = (threading.current_thread(), conn)
         self._local.conn = conn
+        self._local.serial = next(_CONNECTION_SERIALS)
         return conn
+
+    def _conn_serial(self) -> int:
+        """A number unique to this thread's connection in this process (``id()`` of a
+        closed connection can come back on a new one; PRAGMA data_version values are only
+        comparable on one connection)."""
+        self._conn()
+        return self._local.serial
 
     def _after_fork(self) -> None:
         with self._lock:

@@ -571,7 +571,7 @@ class BehaviorLog(_Store):
         key = _id(user_id, "user_id")
         cutoff = _ts(before, "before", allow_inf=True)
         with self._read("sampled_events") as conn:
-            token = (id(conn), conn.execute("PRAGMA data_version").fetchone()[0], self._writes)
+            token = (self._conn_serial(), conn.execute("PRAGMA data_version").fetchone()[0], self._writes)
             with self._timelines_lock:
                 tl = self._timelines.get(key)
                 if tl is not None:

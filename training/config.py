@@ -35,8 +35,8 @@ def _from_dict(cls: type[T], d: Mapping[str, Any], where: str) -> T:
     defaults = cls()  # type: ignore[call-arg]
     for k, v in d.items():
         default = getattr(defaults, k)
-        if isinstance(default, DataConfig):
-            kw[k] = DataConfig.from_dict(v)
+        if is_dataclass(default) and hasattr(default, "from_dict"):  # a section that reads itself (DataConfig)
+            kw[k] = type(default).from_dict(v)
         elif is_dataclass(default) and isinstance(v, Mapping):
             kw[k] = _from_dict(type(default), v, f"{where}.{k}")
         elif isinstance(default, tuple) and isinstance(v, (list, tuple)):

@@ -208,7 +208,7 @@ class StudentTrainer:
         cpu_ctx = self.ctx if self.ctx.device.type == "cpu" else self.ctx.on_cpu()
         if signals is not None and signals.device.type != "cpu":
             signals = signals.to(torch.device("cpu"))
-        reference = copy.deepcopy(student).cpu().eval()  # the fp32 student, for qat_target="fp32"
+        fp32 = student
         student = copy.deepcopy(student).cpu().eval()
         tables = snap_embeddings(student, cfg.quant, freeze=False)  # start on the grid; they keep training
         prepared, _names = prepare_qat_graph(student, cfg.quant)
@@ -217,7 +217,7 @@ class StudentTrainer:
         # the int8 student must not depend on which quantizer drew how many.
         set_seed(cfg.train.seed + 4)
         if cfg.train.qat_target == "fp32":
-            objective: nn.Module = QATObjective(prepared, reference)
+            objective: nn.Module = QATObjective(prepared, copy.deepcopy(fp32).cpu())
         else:
             distill = DistillLoss(cfg.distill, cfg.student.dim, cfg.teacher.dim) if signals is not None else None
             objective = StudentObjective(prepared, distill, cfg.train)
