@@ -387,8 +387,21 @@ class FeatureEncoder:
                 row[idf] = iid
                 rows.append(row)
             item_arrays = self.encode_items(rows)
-        ev = self.encode_events([e.get("event") for _, _, e in keep])
-        ts = np.array([p[0] for p in keep], dtype=np.float64)
-        batch = self.gather_history(item_arrays, ev, ts, starts=np.zeros(1), n_past=np.array([len(keep)]),
-                                    now=np.array([now], dtype=np.float64), seed=seed)
+        return self.encode_kept(item_arrays, [e.get("event") for _, _, e in keep],
+                                np.array([p[0] for p in keep], dtype=np.float64), now, seed)
+
+    def encode_kept(self, item_arrays: Mapping[str, np.ndarray], events: Sequence[Any], ts: np.ndarray,
+                    now: float, seed: int | None = None) -> dict[str, np.ndarray]:
+        """History arrays of events the sampler already kept: at most ``L``, oldest first, before ``now``.
+
+        ``item_arrays`` holds their encoded item fields (as :meth:`encode_items` gives them),
+        ``events`` their kinds, ``ts`` their times. :meth:`gather_history` keeps them whole
+        and in order; this is the tail of :meth:`encode_history`, for a caller that read
+        only the kept events (a :class:`~kdaliens.sdk.stores.BehaviorLog`).
+        """
+        ts = np.asarray(ts, dtype=np.float64)
+        if len(ts) > self.spec.history.length:
+            raise InputError(f"{len(ts)} kept events exceed the history length {self.spec.history.length}")
+        batch = self.gather_history(item_arrays, self.encode_events(events), ts, starts=np.zeros(1),
+                                    n_past=np.array([len(ts)]), now=np.array([now], dtype=np.float64), seed=seed)
         return {k: v[0] for k, v in batch.items()}

@@ -22,6 +22,7 @@ import math
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,10 @@ from .backends import backend_for_target, get_backend
 from .backends.base import Backend
 from .bundle import Bundle
 from .errors import InputError, KdaliensError
-from .features import FeatureEncoder, normalize_token
+from .features import N_RESERVED, PAD_ID, FeatureEncoder, normalize_token
 from .names import BackendName
 from .readers import SampledEventReader, VersionedItemReader
+from .signature import Role
 
 logger = logging.getLogger("kdaliens.sdk")
 
@@ -86,15 +88,18 @@ class _EncodedItems:
     rows gives the same arrays as encoding the batch.
     """
 
-    def __init__(self, encoder: FeatureEncoder, id_field: str):
+    def __init__(self, encoder: FeatureEncoder, id_field: str, dtype: Any = np.int64):
         self.encoder = encoder
         self.id_field = id_field
+        self.dtype = np.dtype(dtype)  # the model's id dtype: rows go into its inputs without a cast
         self.cache_ref: Any = None
         self.generation: int | None = None
         self.state: Any = None  # the cache's changes_since state the rows reflect
+        self.epoch = 0  # moves whenever kept rows are dropped: what was derived from them is stale
         self._reset()
 
     def _reset(self) -> None:
+        self.epoch += 1
         self.index: dict[str, int] = {}
         self.arrays: dict[str, np.ndarray] = {}
         self.updated = np.empty(0)  # upsert time of each row (+inf: absent from the cache)
@@ -116,7 +121,7 @@ class _EncodedItems:
             self.valid = np.concatenate([self.valid, np.zeros(cap - len(self.valid), dtype=bool)])
             for name, v in rows.items():
                 old = self.arrays.get(name)
-                grown = np.zeros((cap,) + v.shape[1:], dtype=v.dtype)
+                grown = np.zeros((cap,) + v.shape[1:], dtype=self.dtype)
                 if old is not None:
                     grown[: len(old)] = old
                 self.arrays[name] = grown
@@ -137,7 +142,9 @@ class _EncodedItems:
             self.state, changed = cache.changes_since(self.state if same else None)
         if same and changed is not None:
             rows = [i for i in map(self.index.get, changed) if i is not None]
-            self.valid[rows] = False
+            if rows:
+                self.valid[rows] = False
+                self.epoch += 1
         else:
             self._reset()
         # The generation read first: a write that lands in between only makes the next call look again.
@@ -146,12 +153,26 @@ class _EncodedItems:
     def encode(self, keys: list[str], cache: Any) -> dict[str, np.ndarray]:
         """Encoded fields of ``keys`` (canonical ids); call :meth:`sync` first."""
         if not keys:
-            return self.encoder.encode_items([])
-        pos = np.fromiter((self.index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+            return {k: v.astype(self.dtype) for k, v in self.encoder.encode_items([]).items()}
+        pos = self.rows(keys, cache)
+        return {name: v[pos] for name, v in self.arrays.items()}
+
+    def width(self, field: str) -> tuple[int, ...]:
+        """The trailing shape of a field's rows: ``(max_len,)`` for a multi field, else ``()``."""
+        f = self.encoder.spec.item_field(field)
+        return (f.width,) if f.kind == "multi" else ()
+
+    def rows(self, keys: list[str], cache: Any) -> np.ndarray:
+        """Row numbers of ``keys`` (canonical ids) in :attr:`arrays`, encoding the missing
+        and the stale ones; call :meth:`sync` first. ``keys`` must not be empty."""
+        index = self.index
+        pos = np.array([index.get(k, -1) for k in keys], dtype=np.int64)
+        cutoff = cache.expired_before()
+        if pos.min() >= 0 and self.valid[pos].all() and (cutoff == -math.inf or self.updated[pos].min() > cutoff):
+            return pos  # the usual case: every row kept and current
         known = pos >= 0
         known[known] = self.valid[pos[known]]
         if known.any():  # expired since they were encoded
-            cutoff = cache.expired_before()
             if cutoff > -np.inf:
                 known[known] = self.updated[pos[known]] > cutoff
         miss = np.flatnonzero(~known)
@@ -163,11 +184,95 @@ class _EncodedItems:
             # An absent item stays absent until the next upsert (a new generation).
             updated = np.array([found[k][1] if k in found else np.inf for k in mkeys], dtype=np.float64)
             pos[miss] = self._store(mkeys, rows, updated)
-        return {name: v[pos] for name, v in self.arrays.items()}
+        return pos
+
+    def oldest(self, pos: np.ndarray) -> float:
+        """The earliest upsert time among rows ``pos`` (+inf for none): they expire together after it."""
+        return float(self.updated[pos].min()) if len(pos) else math.inf
+
+
+class _NoItems:
+    """The item reader of a rerank without a cache: every item is known by its id alone."""
+
+    def generation(self) -> int:
+        return 0
+
+    def get_many(self, item_ids: Iterable[Any]) -> dict[str, Any]:
+        return {}
+
+    def get_many_timed(self, item_ids: Iterable[Any]) -> dict[str, Any]:
+        return {}
+
+    def expired_before(self) -> float:
+        return -math.inf
+
+
+_NO_ITEMS = _NoItems()
+_NO_EVENTS: tuple[tuple[str, ...], tuple[str, ...], np.ndarray] = ((), (), np.zeros(0))
+_MEMO_TYPES = frozenset((str, int))  # candidate id types whose canonical key is memoized
+MEMO_SIZE = 65_536  # candidate ids and user feature sets kept canonicalized / encoded between calls
+HISTORY_USERS = 256  # users whose encoded history a Ranker keeps
+
+
+_COLUMNS: dict[type, bool] = {}
+
+
+def _reads_columns(log: Any) -> bool:
+    """The log can return only the events the sampler keeps, as columns (a BehaviorLog's ``sampled_columns``)."""
+    known = _COLUMNS.get(type(log))
+    if known is None:
+        known = _COLUMNS[type(log)] = callable(getattr(type(log), "sampled_columns", None))
+    return known
+
+
+class _History:
+    """One user's encoded history inputs, kept while the kept events and their items' encodings hold."""
+
+    __slots__ = ("items", "events", "epoch", "oldest", "inputs", "pad", "n", "gaps")
+
+    def __init__(self, items: tuple[str, ...], events: tuple[str, ...], epoch: int, oldest: float,
+                 inputs: dict[str, np.ndarray], pad: np.ndarray):
+        self.items, self.events, self.epoch, self.oldest = items, events, epoch, oldest
+        self.inputs = inputs  # model inputs (1, L, ...) in the model's dtypes, but the time gaps
+        self.pad = pad  # (L,) bool: empty slots
+        self.n = int((~pad).sum())
+        # (event times, valid from, valid until, time-gap input): one tuple, so threads swap it whole
+        self.gaps: tuple[np.ndarray, float, float, np.ndarray] | None = None
+
+    def time_gaps(self, ts: np.ndarray, now: float, encoder: FeatureEncoder, upper: np.ndarray,
+                  dtype: np.dtype) -> np.ndarray:
+        """The time-gap input (1, L) at ``now``, for kept events at times ``ts``.
+
+        Computed by the encoder, then kept while ``now`` stays in the window where no
+        event's gap reaches the upper boundary of its bucket (``upper``: the boundaries,
+        then +inf), less a millisecond for float rounding: one rerank a minute (the
+        smallest default bucket) or more often mostly reuses it.
+        """
+        got = self.gaps
+        if got is not None and got[0] is ts and got[1] <= now < got[2]:
+            return got[3]
+        L = len(self.pad)
+        full = np.zeros(L)
+        if len(ts):
+            full[L - len(ts):] = ts
+        gap = encoder.encode_time_gaps(now, full)
+        gap[self.pad] = PAD_ID
+        real = ~self.pad
+        until = float(np.min(full[real] + upper[gap[real] - N_RESERVED])) - 1e-3 if self.n else math.inf
+        out = gap.astype(dtype)[None]
+        self.gaps = (ts, now, until, out)
+        return out
 
 
 class Ranker:
-    """A bundle's model plus the encoder that feeds it. Build it with :meth:`load`."""
+    """A bundle's model plus the encoder that feeds it. Build it with :meth:`load`.
+
+    Thread safety: one Ranker may serve any number of threads, with or without item
+    upserts and logged events from other threads or processes. The kept encodings are
+    shared under one lock (held for the tens of microseconds of encoding, not for the
+    model call); candidate inputs go into per-thread buffers; the backend serializes or
+    parallelizes its model calls (see :class:`~kdaliens.sdk.backends.base.Backend`).
+    """
 
     def __init__(self, bundle: Bundle, backend: Backend):
         self.bundle = bundle
@@ -178,8 +283,20 @@ class Ranker:
         self.signature = bundle.signature
         self.input_names = self.signature.names
         self._id_field = self.spec.item_id_field
-        self._items = _EncodedItems(self.encoder, self._id_field)
-        self._items_lock = threading.Lock()  # the kept item encodings are shared by every thread
+        dtypes = backend.input_dtypes
+        by_role = {r: [(i.name, i.key, dtypes[i.name]) for i in self.signature.inputs if i.role == r] for r in Role}
+        self._user_inputs, self._cand_inputs = by_role[Role.USER], by_role[Role.CANDIDATE]
+        self._hist_inputs = [x for x in by_role[Role.HISTORY] if x[1] != "hist_time_gap"]
+        gap = [x for x in by_role[Role.HISTORY] if x[1] == "hist_time_gap"]
+        self._gap_input = gap[0] if gap else None
+        self._gap_upper = np.array([*self.spec.time_gap_boundaries, math.inf])  # each bucket's upper end
+        self._items = _EncodedItems(self.encoder, self._id_field, self._cand_inputs[0][2])
+        self._items_lock = threading.Lock()  # the kept item and history encodings are shared by every thread
+        self._histories: OrderedDict[str, _History] = OrderedDict()
+        self._keys: dict[Any, str] = {}  # candidate id -> canonical key
+        self._int_keys = False  # some memoized candidate ids are ints
+        self._users: dict[Any, dict[str, np.ndarray]] = {}  # user features -> encoded user inputs
+        self._local = threading.local()  # per-thread candidate input buffers
 
     @classmethod
     def load(cls, bundle: str | Path | Bundle, backend: str = "auto", threads: int = 1) -> Ranker:
@@ -211,15 +328,23 @@ class Ranker:
         return cls(b, get_backend(name)(b.model_path, b.manifest, threads=threads))
 
     # ------------------------------------------------------------------ helpers
-    @staticmethod
-    def _candidates(candidates: Any) -> tuple[list[Any], list[str]]:
-        """The caller's ids and their canonical forms (validated once)."""
+    def _candidates(self, candidates: Any) -> tuple[list[Any], list[str]]:
+        """The caller's ids and their canonical forms (validated once; str and int ids are memoized)."""
         if candidates is None or isinstance(candidates, (str, bytes, Mapping)):
             raise InputError(f"candidates must be a list of item ids, got {type(candidates).__name__}")
         try:
             items = list(candidates)
         except TypeError as e:
             raise InputError(f"candidates must be iterable, got {type(candidates).__name__}") from e
+        memo = self._keys
+        try:
+            keys = [memo[c] for c in items]
+        except (KeyError, TypeError):  # an id not seen yet, or an unhashable one (rejected below)
+            keys = None
+        # A hit by equality is trusted when only strings were memoized (only a str equals one);
+        # with int ids memoized, the types are checked too (True == 1, but is not an id).
+        if keys is not None and (not self._int_keys or set(map(type, items)) <= _MEMO_TYPES):
+            return items, keys
         keys = []
         for i, c in enumerate(items):
             if isinstance(c, float) and not math.isfinite(c):
@@ -230,6 +355,14 @@ class Ranker:
             if key is None:
                 raise InputError(f"candidates[{i}] is an empty id")
             keys.append(key)
+        if len(memo) + len(items) > MEMO_SIZE:
+            memo.clear()
+        for c, key in zip(items, keys):
+            if type(c) is str:
+                memo[c] = key
+            elif type(c) is int:
+                self._int_keys = True  # before the key goes in: another thread may look it up at once
+                memo[c] = key
         return items, keys
 
     @staticmethod
@@ -245,6 +378,88 @@ class Ranker:
         """Model inputs (1, ...) from encoder outputs; candidates are sliced later."""
         return self.signature.request(history, user, cands)
 
+    def _encode_user(self, features: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+        """The user inputs in the model's dtypes, memoized per feature set (read-only arrays)."""
+        try:
+            key = tuple((k, type(v), v) for k, v in features.items()) if features else ()
+            hash(key)
+        except TypeError:  # a list-valued feature: encode every time
+            key = None
+        got = self._users.get(key) if key is not None else None
+        if got is None:
+            enc = self.encoder.encode_user(features)
+            got = {}
+            for name, field, dtype in self._user_inputs:
+                a = np.ascontiguousarray(enc[field], dtype=dtype)
+                got[name] = a
+            if key is not None:
+                if len(self._users) >= MEMO_SIZE:
+                    self._users.clear()
+                self._users[key] = got
+        return got
+
+    def _history(self, user_id: Any, columns: tuple[tuple[str, ...], tuple[str, ...], np.ndarray], cache: Any,
+                 now: float) -> _History:
+        """The user's kept history encoding, rebuilt when its events or their items changed.
+
+        Call with ``_items_lock`` held, after ``self._items.sync(cache)``.
+        """
+        ids, events, ts = columns
+        user = normalize_token(user_id) or ""
+        items = self._items
+        h = self._histories.get(user)
+        if (h is None or h.epoch != items.epoch or h.items != ids or h.events != events
+                or h.oldest <= cache.expired_before()):
+            if ids:
+                pos = items.rows([normalize_token(i) or "" for i in ids], cache)
+                arrays = {name: v[pos] for name, v in items.arrays.items()}
+                oldest = items.oldest(pos)
+            else:
+                arrays, oldest = items.encode([], cache), math.inf
+            enc = self.encoder.encode_kept(arrays, events, ts, now)
+            inputs = {}
+            for name, key, dtype in self._hist_inputs:
+                a = np.ascontiguousarray(enc[key][None], dtype=dtype)
+                inputs[name] = a
+            h = _History(tuple(ids), tuple(events), items.epoch, oldest, inputs, ~enc["hist_mask"])
+            self._histories[user] = h
+            if len(self._histories) > HISTORY_USERS:
+                self._histories.popitem(last=False)
+        else:
+            self._histories.move_to_end(user)
+        return h
+
+    def _fast_inputs(self, user_id: Any, keys: list[str], cache: Any, log: Any,
+                     user_features: Mapping[str, Any] | None, now: float) -> tuple[dict[str, np.ndarray], int]:
+        """Model inputs from kept encodings: a log that reads only the kept events, a
+        versioned item cache (or none). The cost does not grow with the log, and per
+        candidate it is a dict lookup and a row gather."""
+        columns = _NO_EVENTS if log is None else log.sampled_columns(
+            user_id, before=now, positions=self.encoder.sampler.positions)
+        cache = _NO_ITEMS if cache is None else cache
+        n = len(keys)
+        bufs = getattr(self._local, "bufs", None)
+        if bufs is None or bufs[0] < n:
+            cap = max(n, self.max_candidates)
+            bufs = self._local.bufs = (cap, {name: np.zeros((1, cap) + self._items.width(field), dtype=dtype)
+                                             for name, field, dtype in self._cand_inputs})
+        inputs: dict[str, np.ndarray] = {}
+        with self._items_lock:
+            items = self._items
+            items.sync(cache)
+            pos = items.rows(keys, cache)
+            h = self._history(user_id, columns, cache, now)
+            for name, field, _ in self._cand_inputs:
+                out = bufs[1][name][:, :n]
+                np.take(items.arrays[field], pos, axis=0, out=out[0], mode="clip")
+                inputs[name] = out
+        inputs.update(h.inputs)
+        inputs.update(self._encode_user(user_features))
+        if self._gap_input is not None:
+            name, _, dtype = self._gap_input
+            inputs[name] = h.time_gaps(columns[2], now, self.encoder, self._gap_upper, dtype)
+        return inputs, h.n
+
     def _encode_candidates(self, keys: list[str], cache) -> dict[str, np.ndarray]:
         """Encoded candidate fields; a :class:`VersionedItemReader` gets its encoded rows kept between calls."""
         if _is_versioned(cache):
@@ -254,8 +469,40 @@ class Ranker:
         attrs = cache.get_many(keys) if cache is not None else {}
         return self.encoder.encode_items([{**attrs.get(u, {}), self._id_field: u} for u in keys])
 
+    def _plain_inputs(self, user_id: Any, keys: list[str], cache: Any, log: Any,
+                      user_features: Mapping[str, Any] | None, now: float) -> tuple[dict[str, np.ndarray], int]:
+        """Model inputs through the encoder for any reader: the log's events are read and sampled here."""
+        if log is None:
+            events = []
+        elif _is(log, SampledEventReader):  # only the events the sampler keeps, whatever the log's length
+            events = log.sampled_events(user_id, before=now, positions=self.encoder.sampler.positions)
+        else:
+            events = log.events(user_id, before=now)
+        # Attributes only for the candidates and the history events the sampler keeps;
+        # an ItemCache's items are encoded once and kept (see _EncodedItems).
+        if _is_versioned(cache):
+            with self._items_lock:
+                self._items.sync(cache)  # one generation check per call
+                hist = self.encoder.encode_history(events, now=now, encoded_items=lambda ids: self._items.encode(
+                    [normalize_token(i) for i in ids], cache))
+                cands = self._items.encode(keys, cache)
+        else:
+            lookup = (lambda ids: cache.get_many(ids)) if cache is not None else None
+            hist = self.encoder.encode_history(events, now=now, item_attributes=lookup)
+            cands = self._encode_candidates(keys, cache)
+        user = self.encoder.encode_user(user_features)
+        return self.encode_request(hist, user, cands), int(hist["hist_mask"].sum())
+
     def _score(self, inputs: dict[str, np.ndarray], n: int, meta: dict[str, Any]) -> np.ndarray:
         """The model's scores of ``n`` candidates, in chunks of at most ``max_candidates``."""
+        if n <= self.max_candidates:  # one chunk: the inputs as they are
+            scores = np.asarray(self.backend.run(inputs)["score"], dtype=np.float64).reshape(-1)
+            meta["chunks"] += 1
+            if len(scores) != n:
+                raise ValueError(f"the model returned {len(scores)} scores for {n} candidates")
+            if not np.isfinite(scores).all():
+                raise FloatingPointError("the model returned non-finite scores")
+            return scores
         scores = np.empty(n, dtype=np.float64)
         for s in range(0, n, self.max_candidates):
             out = self.backend.run(self.signature.slice_candidates(inputs, s, s + self.max_candidates))
@@ -289,7 +536,7 @@ class Ranker:
         t0 = time.perf_counter()
         items, keys = self._candidates(candidates)
         k = self._k(k, len(items))
-        if user_features is not None and not isinstance(user_features, Mapping):
+        if user_features is not None and type(user_features) is not dict and not isinstance(user_features, Mapping):
             raise InputError(f"user_features must be a dict or None, got {type(user_features).__name__}")
         if user_id is None or (isinstance(user_id, str) and not user_id.strip()):
             raise InputError("user_id must be a non-empty id")
@@ -303,31 +550,18 @@ class Ranker:
             meta["total_us"] = (time.perf_counter() - t0) * 1e6
             return RankedList([], meta)
         # Duplicates: score each id once, keep its first position.
-        first: dict[str, int] = {}
-        for i, key in enumerate(keys):
-            first.setdefault(key, i)
-        uniq = list(first)
-        if log is None:
-            events = []
-        elif _is(log, SampledEventReader):  # only the events the sampler keeps, whatever the log's length
-            events = log.sampled_events(user_id, before=float(now), positions=self.encoder.sampler.positions)
+        if len(set(keys)) == len(keys):
+            uniq, firsts = keys, None
         else:
-            events = log.events(user_id, before=float(now))
-        # Attributes only for the candidates and the history events the sampler keeps;
-        # an ItemCache's items are encoded once and kept (see _EncodedItems).
-        if _is_versioned(cache):
-            with self._items_lock:
-                self._items.sync(cache)  # one generation check per call
-                hist = self.encoder.encode_history(events, now=float(now), encoded_items=lambda ids: self._items.encode(
-                    [normalize_token(i) for i in ids], cache))
-                cands = self._items.encode(uniq, cache)
+            first: dict[str, int] = {}
+            for i, key in enumerate(keys):
+                first.setdefault(key, i)
+            uniq, firsts = list(first), np.fromiter(first.values(), dtype=np.int64, count=len(first))
+        now = float(now)
+        if (cache is None or _is_versioned(cache)) and (log is None or _reads_columns(log)):
+            inputs, meta["n_history"] = self._fast_inputs(user_id, uniq, cache, log, user_features, now)
         else:
-            lookup = (lambda ids: cache.get_many(ids)) if cache is not None else None
-            hist = self.encoder.encode_history(events, now=float(now), item_attributes=lookup)
-            cands = self._encode_candidates(uniq, cache)
-        user = self.encoder.encode_user(user_features)
-        meta["n_history"] = int(hist["hist_mask"].sum())
-        inputs = self.encode_request(hist, user, cands)
+            inputs, meta["n_history"] = self._plain_inputs(user_id, uniq, cache, log, user_features, now)
         t1 = time.perf_counter()
         try:
             scores = self._score(inputs, len(uniq), meta)
@@ -336,15 +570,15 @@ class Ranker:
         except Exception as e:  # a runtime failure must not crash the host app
             logger.exception("kdaliens: model call failed; returning candidates in the given order")
             meta.update(fallback=True, error=f"{type(e).__name__}: {e}", encode_us=(t1 - t0) * 1e6)
-            order = sorted(range(len(uniq)), key=lambda j: first[uniq[j]])
-            ranked = [(items[first[uniq[j]]], float("nan")) for j in order][:k]
+            kept = range(len(items)) if firsts is None else firsts.tolist()
+            ranked = [(items[j], float("nan")) for j in kept][:k]
             meta["model_us"] = (time.perf_counter() - t1) * 1e6
             meta["total_us"] = (time.perf_counter() - t0) * 1e6
             return RankedList(ranked, meta)
         t2 = time.perf_counter()
         # Best first; ties keep the caller's order (uniq is in order of first appearance).
         order = np.argsort(-scores, kind="stable")[:k]
-        pos = list(first.values())
-        ranked = [(items[pos[j]], float(scores[j])) for j in order.tolist()]
+        at = order if firsts is None else firsts[order]
+        ranked = list(zip(map(items.__getitem__, at.tolist()), scores[order].tolist()))
         meta.update(encode_us=(t1 - t0) * 1e6, model_us=(t2 - t1) * 1e6, total_us=(time.perf_counter() - t0) * 1e6)
         return RankedList(ranked, meta)

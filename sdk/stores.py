@@ -238,9 +238,18 @@ class ItemCache(_Store):
         item's encoded ids) compare it to know their copy is current; TTL expiry, which
         happens without a write, is theirs to check with the items' upsert times.
         """
-        with self._read("generation") as conn:
+        conn = self._conn()  # not the _read context manager: the Ranker asks on every call
+        try:
+            token = self._change_token(conn)
+            local = self._local
+            if getattr(local, "generation_token", None) == token:  # nothing written since: no table read
+                return local.generation
             row = conn.execute(f"SELECT value FROM {_META_TABLE} WHERE key = ?", (_GENERATION_KEY,)).fetchone()
-        return 0 if row is None else int(row[0])
+        except sqlite3.Error as e:
+            raise self._store_error(e, "generation") from e
+        local.generation = gen = 0 if row is None else int(row[0])
+        local.generation_token = token
+        return gen
 
     def get_many_timed(self, item_ids: Iterable[Any]) -> dict[str, tuple[dict[str, Any], float]]:
         """Like :meth:`get_many`, with each item's upsert time: id -> (attributes, updated_at)."""
@@ -364,11 +373,12 @@ TIMELINE_USERS = 256
 class _Timeline:
     """One user's events sorted by (ts, id), as arrays and lists, and the state they reflect."""
 
-    __slots__ = ("ids", "ts", "items", "events", "last_id", "token")
+    __slots__ = ("ids", "ts", "items", "events", "last_id", "token", "last_pick")
 
     def __init__(self, ids: np.ndarray, ts: np.ndarray, items: list[str], events: list[str], token: tuple):
         self.ids, self.ts, self.items, self.events, self.token = ids, ts, items, events, token
         self.last_id = int(ids.max()) if len(ids) else -1
+        self.last_pick: tuple[int, Any, Any] | None = None  # (n, positions, columns) of the last call
 
     @classmethod
     def of(cls, rows: list[tuple[int, str, str, float]], token: tuple) -> _Timeline:
@@ -453,7 +463,6 @@ class BehaviorLog(_Store):
         ):
             raise InputError(f"max_events_per_user must be a positive integer or None, got {max_events_per_user!r}")
         self.max_events_per_user = None if max_events_per_user is None else int(max_events_per_user)
-        self._writes = 0
         self._timelines: OrderedDict[str, _Timeline] = OrderedDict()
         self._timelines_lock = threading.Lock()
         super().__init__(path, busy_timeout)
@@ -473,7 +482,6 @@ class BehaviorLog(_Store):
         return u, i, e, t
 
     def _insert(self, conn: sqlite3.Connection, rows: list[tuple[str, str, str, float]]) -> None:
-        self._writes += 1  # this object's own commits do not change its connections' data_version
         conn.executemany("INSERT INTO kdaliens_events (user_id, item_id, event, ts) VALUES (?, ?, ?, ?)", rows)
         if self.max_events_per_user is not None:
             for user in dict.fromkeys(r[0] for r in rows):
@@ -562,25 +570,46 @@ class BehaviorLog(_Store):
         events with ``ts < before``: what a history sampler keeps, without reading the rest.
 
         ``events(user_id, before)`` indexed by ``positions(n)``, in a cost that does not grow
-        with the log: each user's timeline (row ids, times, items, events) is kept in memory
-        by this object (the :data:`TIMELINE_USERS` most recent users) and checked on every
-        call against the file's ``PRAGMA data_version`` and this object's own writes. After
-        a write only the new rows are read (by row id), and rows trimmed by
-        ``max_events_per_user`` (the oldest, by any process) are dropped.
+        with the log (see :meth:`sampled_columns`).
+        """
+        items, events, ts = self.sampled_columns(user_id, before, positions)
+        return [{"item_id": i, "event": e, "ts": t} for i, e, t in zip(items, events, ts.tolist())]
+
+    def sampled_columns(self, user_id: Any, before: float, positions: Callable[[int], np.ndarray]
+                        ) -> tuple[tuple[str, ...], tuple[str, ...], np.ndarray]:
+        """:meth:`sampled_events` as columns: item ids, event kinds, and times (a read-only float64 array).
+
+        Each user's timeline (row ids, times, items, events) is kept in memory by this
+        object (the :data:`TIMELINE_USERS` most recent users) and checked on every call
+        against the file's ``PRAGMA data_version`` and this object's own writes. After a
+        write only the new rows are read (by row id), and rows trimmed by
+        ``max_events_per_user`` (the oldest, by any process) are dropped. A repeated call
+        with nothing new returns the same objects.
         """
         key = _id(user_id, "user_id")
         cutoff = _ts(before, "before", allow_inf=True)
-        with self._read("sampled_events") as conn:
-            token = (self._conn_serial(), conn.execute("PRAGMA data_version").fetchone()[0], self._writes)
+        conn = self._conn()  # not the _read context manager: the Ranker asks on every call
+        try:
+            token = self._change_token(conn)
             with self._timelines_lock:
                 tl = self._timelines.get(key)
                 if tl is not None:
                     self._timelines.move_to_end(key)
             if tl is None or tl.token != token:
                 tl = self._refresh(conn, key, tl, token)
-            n = int(np.searchsorted(tl.ts, cutoff, side="left"))
-            picks = positions(n)
-            return [{"item_id": tl.items[j], "event": tl.events[j], "ts": float(tl.ts[j])} for j in picks.tolist()]
+        except sqlite3.Error as e:
+            raise self._store_error(e, "sampled_events") from e
+        n = int(np.searchsorted(tl.ts, cutoff, side="left"))
+        last = tl.last_pick
+        if last is not None and last[0] == n and last[1] == positions:  # a bound method: ==, not is
+            return last[2]
+        picks = positions(n).tolist()
+        items, events = tl.items, tl.events
+        ts = tl.ts[picks]
+        ts.flags.writeable = False
+        got = (tuple([items[j] for j in picks]), tuple([events[j] for j in picks]), ts)
+        tl.last_pick = (n, positions, got)
+        return got
 
     def _refresh(self, conn: sqlite3.Connection, key: str, old: _Timeline | None, token: tuple) -> _Timeline:
         """``old`` brought up to date in one read snapshot (a new timeline when ``old`` is None)."""
