@@ -22,6 +22,7 @@ import math
 import threading
 import time
 import weakref
+from itertools import repeat
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -47,7 +48,8 @@ MAX_ENCODED_ITEMS = 1_000_000  # encoded item rows kept between calls (about 100
 class RankedList(list):
     """A list of ``(item_id, score)`` pairs, best first, with ``meta`` about the call.
 
-    ``meta`` keys: ``backend``, ``fallback`` (bool), ``error`` (str or None),
+    ``meta`` keys: ``backend``, ``runtime`` (the package and version that ran the model,
+    e.g. ``"ai-edge-litert 2.3.0"``), ``fallback`` (bool), ``error`` (str or None),
     ``n_candidates``, ``n_history``, ``chunks``, ``encode_us``, ``model_us``, ``total_us``.
     """
 
@@ -166,7 +168,7 @@ class _EncodedItems:
         """Row numbers of ``keys`` (canonical ids) in :attr:`arrays`, encoding the missing
         and the stale ones; call :meth:`sync` first. ``keys`` must not be empty."""
         index = self.index
-        pos = np.array([index.get(k, -1) for k in keys], dtype=np.int64)
+        pos = np.fromiter(map(index.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
         cutoff = cache.expired_before()
         if pos.min() >= 0 and self.valid[pos].all() and (cutoff == -math.inf or self.updated[pos].min() > cutoff):
             return pos  # the usual case: every row kept and current
@@ -304,7 +306,9 @@ class Ranker:
 
         Args:
             bundle: a bundle folder (or a loaded :class:`Bundle`).
-            backend: ``"auto"`` (the bundle's own runtime), ``"executorch"``,
+            backend: ``"auto"``: the runtime for the bundle's format, and among those
+                installed the cheapest (LiteRT: ai-edge-litert, then tflite-runtime on
+                numpy < 2); ``rerank``'s ``meta["runtime"]`` names it. Or ``"executorch"``,
                 ``"onnxruntime"`` or ``"litert"``.
             threads: intra-op threads of the runtime.
 
@@ -544,7 +548,8 @@ class Ranker:
             now = time.time()
         elif not isinstance(now, (int, float)) or not math.isfinite(float(now)):
             raise InputError(f"now must be a finite number of seconds, got {now!r}")
-        meta: dict[str, Any] = {"backend": self.backend.name, "fallback": False, "error": None,
+        meta: dict[str, Any] = {"backend": self.backend.name, "runtime": self.backend.runtime,
+                                "fallback": False, "error": None,
                                 "n_candidates": len(items), "n_history": 0, "chunks": 0}
         if not items:
             meta["total_us"] = (time.perf_counter() - t0) * 1e6

@@ -46,6 +46,9 @@ class Backend:
 
     name = "base"
     concurrent_runs = False
+    #: The runtime package that runs the model and its version, e.g. ``"ai-edge-litert 2.3.0"``
+    #: (``Ranker.rerank`` reports it in ``meta["runtime"]``).
+    runtime = ""
 
     def __init__(self, model_path: Path, manifest: Mapping[str, Any], threads: int = 1):
         self.model_path = Path(model_path)
@@ -69,6 +72,16 @@ class Backend:
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # pragma: no cover
         raise NotImplementedError
+
+
+def dist_version(dist: str) -> str:
+    """``"<dist> <version>"`` of an installed distribution (just the name when unknown)."""
+    try:
+        from importlib.metadata import version
+
+        return f"{dist} {version(dist)}"
+    except Exception:
+        return dist
 
 
 def get_backend(name: str) -> type[Backend]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..bundle import debug_dir, debug_file
 from ..errors import BundleError
-from .base import Backend, unavailable
+from .base import Backend, dist_version, unavailable
 
 
 class ExecuTorchBackend(Backend):
@@ -35,6 +35,7 @@ class ExecuTorchBackend(Backend):
         except ImportError as e:
             raise unavailable("executorch", e) from e
         self._torch = torch
+        self.runtime = dist_version("executorch")
         try:
             # XNNPACK's threadpool is process-wide; size it for this ranker.
             portable_lib._unsafe_reset_threadpool(max(1, self.threads))

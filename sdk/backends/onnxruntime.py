@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BundleError
-from .base import Backend, unavailable
+from .base import Backend, dist_version, unavailable
 
 OUTPUT_NAMES = ("score", "click")
 # onnxruntime's type strings for the dtypes a signature may use.
@@ -45,6 +45,7 @@ class OnnxRuntimeBackend(Backend):
             import onnxruntime as ort
         except ImportError as e:  # also covers sys.modules["onnxruntime"] = None
             raise unavailable("onnxruntime", e) from e
+        self.runtime = f"onnxruntime {getattr(ort, '__version__', '')}".strip() or dist_version("onnxruntime")
         if not self.model_path.is_file():
             raise BundleError(f"{self.model_path}: model file is missing")
         so = ort.SessionOptions()

@@ -20,6 +20,9 @@ def test_three_backends_give_the_same_top10(et_bundle, onnx_bundle, tflite_bundl
                for r in inter.itertuples())
     rankers = {b: Ranker.load(b) for b in (et_bundle, onnx_bundle, tflite_bundle)}
     assert {r.backend.name for r in rankers.values()} == {"executorch", "onnxruntime", "litert"}
+    runtimes = {r.backend.name: r.backend.runtime for r in rankers.values()}
+    assert runtimes["litert"].startswith("ai-edge-litert ")  # auto: the cheaper LiteRT runtime
+    assert runtimes["onnxruntime"].startswith("onnxruntime ") and runtimes["executorch"].startswith("executorch ")
     rng = np.random.default_rng(0)
     items = list(ds.items.item_id)
     overlaps, corrs = [], []

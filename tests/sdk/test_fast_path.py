@@ -88,7 +88,9 @@ def test_rerank_is_the_same_through_kept_and_fresh_encodings(device):
     cands = ids[:120]
     fresh = ranker.rerank("u", cands, cache=_Attrs(cache), log=MemoryEvents({"u": log.events("u")}), now=1e6)
     for _ in range(3):
-        assert ranker.rerank("u", cands, cache=cache, log=log, now=1e6) == fresh
+        got = ranker.rerank("u", cands, cache=cache, log=log, now=1e6)
+        assert got == fresh
+    assert got.meta["runtime"].startswith("executorch ") and got.meta["runtime"] == fresh.meta["runtime"]
 
 
 def test_memoized_candidate_ids_keep_their_checks(device):
