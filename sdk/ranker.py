@@ -383,7 +383,7 @@ class Ranker:
         return self.signature.request(history, user, cands)
 
     def _encode_user(self, features: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
-        """The user inputs in the model's dtypes, memoized per feature set (read-only arrays)."""
+        """The user inputs in the model's dtypes, memoized per feature set (shared: never write to them)."""
         try:
             key = tuple((k, type(v), v) for k, v in features.items()) if features else ()
             hash(key)
@@ -392,10 +392,7 @@ class Ranker:
         got = self._users.get(key) if key is not None else None
         if got is None:
             enc = self.encoder.encode_user(features)
-            got = {}
-            for name, field, dtype in self._user_inputs:
-                a = np.ascontiguousarray(enc[field], dtype=dtype)
-                got[name] = a
+            got = {name: np.ascontiguousarray(enc[field], dtype=dtype) for name, field, dtype in self._user_inputs}
             if key is not None:
                 if len(self._users) >= MEMO_SIZE:
                     self._users.clear()
@@ -421,10 +418,7 @@ class Ranker:
             else:
                 arrays, oldest = items.encode([], cache), math.inf
             enc = self.encoder.encode_kept(arrays, events, ts, now)
-            inputs = {}
-            for name, key, dtype in self._hist_inputs:
-                a = np.ascontiguousarray(enc[key][None], dtype=dtype)
-                inputs[name] = a
+            inputs = {name: np.ascontiguousarray(enc[key][None], dtype=dtype) for name, key, dtype in self._hist_inputs}
             h = _History(tuple(ids), tuple(events), items.epoch, oldest, inputs, ~enc["hist_mask"])
             self._histories[user] = h
             if len(self._histories) > HISTORY_USERS:
