@@ -102,6 +102,7 @@ class _EncodedItems:
 
     def _reset(self) -> None:
         self.epoch += 1
+        self.resets = getattr(self, "resets", -1) + 1  # row numbers start over
         self.index: dict[str, int] = {}
         self.arrays: dict[str, np.ndarray] = {}
         self.updated = np.empty(0)  # upsert time of each row (+inf: absent from the cache)
@@ -164,14 +165,21 @@ class _EncodedItems:
         f = self.encoder.spec.item_field(field)
         return (f.width,) if f.kind == "multi" else ()
 
+    def current(self, pos: np.ndarray, cache: Any) -> bool:
+        """Rows ``pos`` are all encoded from the cache's current, unexpired items."""
+        if not self.valid[pos].all():
+            return False
+        cutoff = cache.expired_before()
+        return cutoff == -math.inf or bool(self.updated[pos].min() > cutoff)
+
     def rows(self, keys: list[str], cache: Any) -> np.ndarray:
         """Row numbers of ``keys`` (canonical ids) in :attr:`arrays`, encoding the missing
         and the stale ones; call :meth:`sync` first. ``keys`` must not be empty."""
         index = self.index
         pos = np.fromiter(map(index.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
-        cutoff = cache.expired_before()
-        if pos.min() >= 0 and self.valid[pos].all() and (cutoff == -math.inf or self.updated[pos].min() > cutoff):
+        if pos.min() >= 0 and self.current(pos, cache):
             return pos  # the usual case: every row kept and current
+        cutoff = cache.expired_before()
         known = pos >= 0
         known[known] = self.valid[pos[known]]
         if known.any():  # expired since they were encoded
@@ -295,7 +303,8 @@ class Ranker:
         self._items = _EncodedItems(self.encoder, self._id_field, self._cand_inputs[0][2])
         self._items_lock = threading.Lock()  # the kept item and history encodings are shared by every thread
         self._histories: OrderedDict[str, _History] = OrderedDict()
-        self._keys: dict[Any, str] = {}  # candidate id -> canonical key
+        self._rows: dict[Any, int] = {}  # candidate id (str or int) -> its row in self._items
+        self._rows_epoch = -1  # the self._items reset the memo's rows belong to
         self._int_keys = False  # some memoized candidate ids are ints
         self._users: dict[Any, dict[str, np.ndarray]] = {}  # user features -> encoded user inputs
         self._local = threading.local()  # per-thread candidate input buffers
@@ -332,23 +341,19 @@ class Ranker:
         return cls(b, get_backend(name)(b.model_path, b.manifest, threads=threads))
 
     # ------------------------------------------------------------------ helpers
-    def _candidates(self, candidates: Any) -> tuple[list[Any], list[str]]:
-        """The caller's ids and their canonical forms (validated once; str and int ids are memoized)."""
+    @staticmethod
+    def _candidate_list(candidates: Any) -> list[Any]:
+        """The caller's ids as a list (the container checked, not the ids)."""
         if candidates is None or isinstance(candidates, (str, bytes, Mapping)):
             raise InputError(f"candidates must be a list of item ids, got {type(candidates).__name__}")
         try:
-            items = list(candidates)
+            return list(candidates)
         except TypeError as e:
             raise InputError(f"candidates must be iterable, got {type(candidates).__name__}") from e
-        memo = self._keys
-        try:
-            keys = [memo[c] for c in items]
-        except (KeyError, TypeError):  # an id not seen yet, or an unhashable one (rejected below)
-            keys = None
-        # A hit by equality is trusted when only strings were memoized (only a str equals one);
-        # with int ids memoized, the types are checked too (True == 1, but is not an id).
-        if keys is not None and (not self._int_keys or set(map(type, items)) <= _MEMO_TYPES):
-            return items, keys
+
+    @staticmethod
+    def _keys(items: list[Any]) -> list[str]:
+        """The canonical forms of the caller's ids, each one validated."""
         keys = []
         for i, c in enumerate(items):
             if isinstance(c, float) and not math.isfinite(c):
@@ -359,15 +364,17 @@ class Ranker:
             if key is None:
                 raise InputError(f"candidates[{i}] is an empty id")
             keys.append(key)
-        if len(memo) + len(items) > MEMO_SIZE:
-            memo.clear()
-        for c, key in zip(items, keys):
-            if type(c) is str:
-                memo[c] = key
-            elif type(c) is int:
-                self._int_keys = True  # before the key goes in: another thread may look it up at once
-                memo[c] = key
-        return items, keys
+        return keys
+
+    @staticmethod
+    def _dedupe(keys: list[Any]) -> tuple[list[Any], np.ndarray | None]:
+        """Each key once, at its first place: (unique keys, their first positions, or None with no repeats)."""
+        if len(set(keys)) == len(keys):
+            return keys, None
+        first: dict[Any, int] = {}
+        for i, key in enumerate(keys):
+            first.setdefault(key, i)
+        return list(first), np.fromiter(first.values(), dtype=np.int64, count=len(first))
 
     @staticmethod
     def _k(k: Any, n: int) -> int:
@@ -427,36 +434,82 @@ class Ranker:
             self._histories.move_to_end(user)
         return h
 
-    def _fast_inputs(self, user_id: Any, keys: list[str], cache: Any, log: Any,
-                     user_features: Mapping[str, Any] | None, now: float) -> tuple[dict[str, np.ndarray], int]:
+    def _candidate_rows(self, items: list[Any], cache: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows in ``self._items`` of the distinct candidates, and the first place of each
+        (None: no repeats). Call with ``_items_lock`` held, after ``self._items.sync(cache)``.
+
+        Ids seen before cost one dict lookup each (the memo holds str and int ids; a hit by
+        equality is trusted when only strings were memoized, since only a str equals one:
+        with int ids the types are checked too, as True == 1 but is not an id). Others are
+        validated and canonicalized, and their rows encoded when missing or stale.
+        """
+        enc = self._items
+        if self._rows_epoch != enc.resets:  # row numbers start over with the kept rows
+            self._rows.clear()
+            self._rows_epoch = enc.resets
+        memo = self._rows
+        try:
+            rows = [memo[c] for c in items]
+        except (KeyError, TypeError):  # an id not seen yet, or an unhashable one (rejected below)
+            rows = None
+        if rows is not None and (not self._int_keys or set(map(type, items)) <= _MEMO_TYPES):
+            uniq, firsts = self._dedupe(rows)  # one row per canonical id
+            pos = np.fromiter(uniq, dtype=np.int64, count=len(uniq))
+            if enc.current(pos, cache):
+                return pos, firsts
+        keys, firsts = self._dedupe(self._keys(items))
+        pos = enc.rows(keys, cache)
+        if len(memo) + len(items) > MEMO_SIZE:
+            memo.clear()
+        at = range(len(items)) if firsts is None else firsts.tolist()
+        for j, row in zip(at, pos.tolist()):
+            c = items[j]
+            if type(c) is str:
+                memo[c] = row
+            elif type(c) is int:
+                self._int_keys = True  # before the id goes in: another thread may look it up at once
+                memo[c] = row
+        if firsts is not None:  # repeats of an id in another form ("5" and 5) map to its row too
+            for c, key in zip(items, self._keys(items)):
+                if type(c) is str or type(c) is int:
+                    memo.setdefault(c, enc.index[key])
+        return pos, firsts
+
+    def _fast_inputs(self, user_id: Any, items: list[Any], cache: Any, log: Any,
+                     user_features: Mapping[str, Any] | None, now: float
+                     ) -> tuple[dict[str, np.ndarray], int, int, np.ndarray | None]:
         """Model inputs from kept encodings: a log that reads only the kept events, a
         versioned item cache (or none). The cost does not grow with the log, and per
-        candidate it is a dict lookup and a row gather."""
+        candidate it is a dict lookup and a row gather.
+
+        Returns the inputs, the history length, the number of distinct candidates and their
+        first places in ``items`` (None: no repeats).
+        """
         columns = _NO_EVENTS if log is None else log.sampled_columns(
             user_id, before=now, positions=self.encoder.sampler.positions)
         cache = _NO_ITEMS if cache is None else cache
-        n = len(keys)
-        bufs = getattr(self._local, "bufs", None)
-        if bufs is None or bufs[0] < n:
-            cap = max(n, self.max_candidates)
-            bufs = self._local.bufs = (cap, {name: np.zeros((1, cap) + self._items.width(field), dtype=dtype)
-                                             for name, field, dtype in self._cand_inputs})
         inputs: dict[str, np.ndarray] = {}
         with self._items_lock:
-            items = self._items
-            items.sync(cache)
-            pos = items.rows(keys, cache)
+            enc = self._items
+            enc.sync(cache)
+            pos, firsts = self._candidate_rows(items, cache)
+            n = len(pos)
+            bufs = getattr(self._local, "bufs", None)
+            if bufs is None or bufs[0] < n:
+                cap = max(n, self.max_candidates)
+                bufs = self._local.bufs = (cap, {name: np.zeros((1, cap) + enc.width(field), dtype=dtype)
+                                                 for name, field, dtype in self._cand_inputs})
             h = self._history(user_id, columns, cache, now)
             for name, field, _ in self._cand_inputs:
                 out = bufs[1][name][:, :n]
-                np.take(items.arrays[field], pos, axis=0, out=out[0], mode="clip")
+                np.take(enc.arrays[field], pos, axis=0, out=out[0], mode="clip")
                 inputs[name] = out
         inputs.update(h.inputs)
         inputs.update(self._encode_user(user_features))
         if self._gap_input is not None:
             name, _, dtype = self._gap_input
             inputs[name] = h.time_gaps(columns[2], now, self.encoder, self._gap_upper, dtype)
-        return inputs, h.n
+        return inputs, h.n, n, firsts
 
     def _encode_candidates(self, keys: list[str], cache) -> dict[str, np.ndarray]:
         """Encoded candidate fields; a :class:`VersionedItemReader` gets its encoded rows kept between calls."""
@@ -532,7 +585,7 @@ class Ranker:
             A :class:`RankedList` of ``(item_id, score)``.
         """
         t0 = time.perf_counter()
-        items, keys = self._candidates(candidates)
+        items = self._candidate_list(candidates)
         k = self._k(k, len(items))
         if user_features is not None and type(user_features) is not dict and not isinstance(user_features, Mapping):
             raise InputError(f"user_features must be a dict or None, got {type(user_features).__name__}")
@@ -548,22 +601,17 @@ class Ranker:
         if not items:
             meta["total_us"] = (time.perf_counter() - t0) * 1e6
             return RankedList([], meta)
-        # Duplicates: score each id once, keep its first position.
-        if len(set(keys)) == len(keys):
-            uniq, firsts = keys, None
-        else:
-            first: dict[str, int] = {}
-            for i, key in enumerate(keys):
-                first.setdefault(key, i)
-            uniq, firsts = list(first), np.fromiter(first.values(), dtype=np.int64, count=len(first))
         now = float(now)
+        # Duplicates: score each id once, keep its first place.
         if (cache is None or _is_versioned(cache)) and (log is None or _reads_columns(log)):
-            inputs, meta["n_history"] = self._fast_inputs(user_id, uniq, cache, log, user_features, now)
+            inputs, meta["n_history"], n, firsts = self._fast_inputs(user_id, items, cache, log, user_features, now)
         else:
+            uniq, firsts = self._dedupe(self._keys(items))
+            n = len(uniq)
             inputs, meta["n_history"] = self._plain_inputs(user_id, uniq, cache, log, user_features, now)
         t1 = time.perf_counter()
         try:
-            scores = self._score(inputs, len(uniq), meta)
+            scores = self._score(inputs, n, meta)
         except KdaliensError:
             raise
         except Exception as e:  # a runtime failure must not crash the host app
@@ -575,7 +623,7 @@ class Ranker:
             meta["total_us"] = (time.perf_counter() - t0) * 1e6
             return RankedList(ranked, meta)
         t2 = time.perf_counter()
-        # Best first; ties keep the caller's order (uniq is in order of first appearance).
+        # Best first; ties keep the caller's order (distinct ids are in order of first appearance).
         order = np.argsort(-scores, kind="stable")[:k]
         at = order if firsts is None else firsts[order]
         ranked = list(zip(map(items.__getitem__, at.tolist()), scores[order].tolist()))

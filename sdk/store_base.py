@@ -162,6 +162,10 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 def _id(value: Any, what: str) -> str:
+    if type(value) is str:  # the common case, checked first: every rerank reads the log by user id
+        token = value.strip()
+        if token:
+            return token
     if isinstance(value, (Mapping, list, tuple, set)):
         raise InputError(f"{what} must be a string or a number, got {type(value).__name__}: {value!r}")
     try:
@@ -174,6 +178,8 @@ def _id(value: Any, what: str) -> str:
 
 
 def _ts(value: Any, what: str = "ts", allow_inf: bool = False) -> float:
+    if type(value) is float and math.isfinite(value):  # the common case first
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise InputError(f"{what} must be a number of seconds since the epoch, got {type(value).__name__}: {value!r}")
     f = float(value)

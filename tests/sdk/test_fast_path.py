@@ -23,8 +23,9 @@ class _Attrs:
 
 
 def _same_inputs(ranker: Ranker, user, cands, cache, log, feats, now):
-    keys = ranker._candidates(cands)[1]
-    got, n_got = ranker._fast_inputs(user, keys, cache, log, feats, now)
+    got, n_got, n, firsts = ranker._fast_inputs(user, list(cands), cache, log, feats, now)
+    keys, want_firsts = ranker._dedupe(ranker._keys(list(cands)))
+    assert n == len(keys) and (firsts is None) == (want_firsts is None)
     plain_log = MemoryEvents({str(user): log.events(user)}) if log is not None else None
     want, n_want = ranker._plain_inputs(user, keys, _Attrs(cache) if cache is not None else None, plain_log,
                                         feats, now)
@@ -103,3 +104,7 @@ def test_memoized_candidate_ids_keep_their_checks(device):
     mixed = ranker.rerank("u", [ids[0], int(ids[0]), np.int64(ids[1]), float(ids[2])], cache=cache, log=log, now=1e6)
     assert sorted(map(str, (i for i, _ in mixed))) == sorted([ids[0], ids[1], str(float(ids[2]))])
     assert len(mixed) == 3  # "x" and int x are one id, kept at its first place
+    repeat = [ids[0], int(ids[0]), ids[1], int(ids[1]), ids[0]]
+    a = ranker.rerank("u", repeat, cache=cache, log=log, now=1e6)
+    b = ranker.rerank("u", repeat, cache=cache, log=log, now=1e6)  # every form memoized: the lookup path
+    assert a == b and [i for i, _ in a] in ([ids[0], ids[1]], [ids[1], ids[0]])
