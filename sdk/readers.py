@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -73,11 +75,13 @@ class VersionedItemReader(ItemReader, Protocol):
 
 
 class MemoryItems:
-    """An :class:`ItemReader` over a dict of item id -> attributes, with ItemCache's answers.
+    """A :class:`VersionedItemReader` over a dict of item id -> attributes, with ItemCache's answers.
 
     Ids are matched the way :class:`~kdaliens.sdk.stores.ItemCache` matches them (``42``
     and ``"42"`` are one id), and each answer is ``{"item_id": canonical id, **attributes}``
-    in request order, duplicates once. An empty id raises :class:`InputError`.
+    in request order, duplicates once. An empty id raises :class:`InputError`. The items
+    are copied when it is built and never change (build a new one for new items), so a
+    :class:`~kdaliens.sdk.Ranker` keeps their encodings between calls.
     """
 
     def __init__(self, attrs: Mapping[Any, Mapping[str, Any]]):
@@ -93,6 +97,16 @@ class MemoryItems:
             if k in a and k not in out:
                 out[k] = a[k]
         return out
+
+
+    def get_many_timed(self, item_ids: Iterable[Any]) -> dict[str, tuple[Mapping[str, Any], float]]:
+        return {k: (v, 0.0) for k, v in self.get_many(item_ids).items()}
+
+    def generation(self) -> int:
+        return 0  # the items never change
+
+    def expired_before(self) -> float:
+        return -math.inf  # nor expire
 
 
 def _key(value: Any) -> str:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kdaliens.sdk import InputError, Ranker
-from kdaliens.sdk.readers import MemoryEvents
+from kdaliens.sdk.readers import MemoryEvents, MemoryItems, VersionedItemReader
 from kdaliens.sdk.stores import BehaviorLog, ItemCache
 from kdaliens.training.data import load_dataset
 
@@ -91,6 +91,10 @@ def test_rerank_is_the_same_through_kept_and_fresh_encodings(device):
     for _ in range(3):
         got = ranker.rerank("u", cands, cache=cache, log=log, now=1e6)
         assert got == fresh
+    mem = MemoryItems(cache.get_many(cache.item_ids()))  # versioned too: its rows are kept
+    assert isinstance(mem, VersionedItemReader)
+    for _ in range(2):
+        assert ranker.rerank("u", cands, cache=mem, log=log, now=1e6) == fresh
     assert got.meta["runtime"].startswith("executorch ") and got.meta["runtime"] == fresh.meta["runtime"]
 
 
