@@ -200,6 +200,26 @@ def _rows(rows: Any, what: str) -> Sequence[Mapping[str, Any]]:
     return rows
 
 
+def past_events(events: Iterable[Mapping[str, Any]], now: float, id_field: str = "item_id"
+                ) -> list[tuple[float, int, Mapping[str, Any]]]:
+    """``(ts, index, event)`` of the events before ``now``, by time (ties in the given order).
+
+    The order the history sampler's positions refer to. Raises :class:`InputError` for an
+    event without ``id_field`` or a usable ``ts``.
+    """
+    parsed = []
+    for i, e in enumerate(_rows(events, "events")):
+        if id_field not in e:
+            raise InputError(f"events[{i}] has no {id_field!r}")
+        t = to_float(e.get("ts"))
+        if not math.isfinite(t):
+            raise InputError(f"events[{i}] has no usable 'ts': {e.get('ts')!r}")
+        if t < now:
+            parsed.append((t, i, e))
+    parsed.sort(key=lambda p: (p[0], p[1]))
+    return parsed
+
+
 class FeatureEncoder:
     """Turns raw dicts into model arrays, following a :class:`FeatureSpec`.
 
@@ -355,18 +375,8 @@ class FeatureEncoder:
                 needed item ids and returning their encoded fields, as :meth:`encode_items`
                 would (the Ranker keeps encoded items between calls).
         """
-        events = _rows(events, "events")
         idf = self.spec.item_id_field
-        parsed = []
-        for i, e in enumerate(events):
-            if idf not in e:
-                raise InputError(f"events[{i}] has no {idf!r}")
-            t = to_float(e.get("ts"))
-            if not math.isfinite(t):
-                raise InputError(f"events[{i}] has no usable 'ts': {e.get('ts')!r}")
-            if t < now:
-                parsed.append((t, i, e))
-        parsed.sort(key=lambda p: (p[0], p[1]))
+        parsed = past_events(events, now, idf)
         # Only the events the sampler keeps are encoded. gather_history then sees at most
         # L events, which its sampler keeps whole and in order.
         keep = [parsed[j] for j in self.sampler.positions(len(parsed), seed)]

@@ -14,12 +14,13 @@ Example:
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
 from .errors import InputError
-from .features import normalize_token
+from .features import normalize_token, past_events
 
 
 @runtime_checkable
@@ -117,10 +118,24 @@ def _key(value: Any) -> str:
 
 
 class MemoryEvents:
-    """An :class:`EventReader` over a dict of user id -> events (oldest first)."""
+    """An :class:`EventReader` over a dict of user id -> events (oldest first).
+
+    It reads the dict on every call (append to its lists at will), and
+    :meth:`sampled_columns` hands a :class:`~kdaliens.sdk.Ranker` only the events its
+    sampler keeps, so the Ranker encodes a history again only when those change.
+    """
 
     def __init__(self, events: Mapping[str, list[dict[str, Any]]]):
         self._events = events
+
+    def sampled_columns(self, user_id: Any, before: float, positions: Callable[[int], Any]
+                        ) -> tuple[tuple[Any, ...], tuple[Any, ...], np.ndarray]:
+        """Item ids, event kinds and times of the events at ``positions(n)`` among the
+        user's ``n`` events before ``before``, in time order (as the encoder orders them)."""
+        past = past_events(self._events.get(normalize_token(user_id) or "", []), before)
+        kept = [past[j] for j in np.asarray(positions(len(past))).tolist()]
+        return (tuple(e["item_id"] for _, _, e in kept), tuple(e.get("event") for _, _, e in kept),
+                np.array([t for t, _, _ in kept], dtype=np.float64))
 
     def events(self, user_id: Any, before: float | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         ev = self._events.get(normalize_token(user_id) or "", [])

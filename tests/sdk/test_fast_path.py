@@ -12,6 +12,16 @@ from kdaliens.sdk.stores import BehaviorLog, ItemCache
 from kdaliens.training.data import load_dataset
 
 
+class _Events:
+    """A plain EventReader (no sampled_columns): the Ranker reads, sorts and samples every call."""
+
+    def __init__(self, log: BehaviorLog, user):
+        self.user, self.rows = str(user), log.events(user)
+
+    def events(self, user_id, before=None):
+        return [e for e in self.rows if before is None or e["ts"] < before] if str(user_id) == self.user else []
+
+
 class _Attrs:
     """A plain ItemReader (no generation): the Ranker encodes everything it reads each call."""
 
@@ -26,7 +36,7 @@ def _same_inputs(ranker: Ranker, user, cands, cache, log, feats, now):
     got, n_got, n, firsts = ranker._fast_inputs(user, list(cands), cache, log, feats, now)
     keys, want_firsts = ranker._dedupe(ranker._keys(list(cands)))
     assert n == len(keys) and (firsts is None) == (want_firsts is None)
-    plain_log = MemoryEvents({str(user): log.events(user)}) if log is not None else None
+    plain_log = _Events(log, user) if log is not None else None
     want, n_want = ranker._plain_inputs(user, keys, _Attrs(cache) if cache is not None else None, plain_log,
                                         feats, now)
     assert n_got == n_want
@@ -87,7 +97,7 @@ def test_kept_encodings_follow_time_writes_and_expiry(device):
 def test_rerank_is_the_same_through_kept_and_fresh_encodings(device):
     ranker, cache, log, ids, _, _ = device
     cands = ids[:120]
-    fresh = ranker.rerank("u", cands, cache=_Attrs(cache), log=MemoryEvents({"u": log.events("u")}), now=1e6)
+    fresh = ranker.rerank("u", cands, cache=_Attrs(cache), log=_Events(log, "u"), now=1e6)
     for _ in range(3):
         got = ranker.rerank("u", cands, cache=cache, log=log, now=1e6)
         assert got == fresh
@@ -95,6 +105,9 @@ def test_rerank_is_the_same_through_kept_and_fresh_encodings(device):
     assert isinstance(mem, VersionedItemReader)
     for _ in range(2):
         assert ranker.rerank("u", cands, cache=mem, log=log, now=1e6) == fresh
+        # MemoryEvents hands over only the kept events too (unsorted input: the encoder's order)
+        shuffled = MemoryEvents({"u": log.events("u")[::-1]})
+        assert ranker.rerank("u", cands, cache=mem, log=shuffled, now=1e6) == fresh
     assert got.meta["runtime"].startswith("executorch ") and got.meta["runtime"] == fresh.meta["runtime"]
 
 

@@ -88,9 +88,15 @@ def test_ranker_reads_the_same_history_either_way(et_bundle, tmp_path, n_events)
     rows = [{"user_id": "u", "item_id": vocab[int(i)], "event": ranker.spec.event_vocab[0], "ts": float(t)}
             for i, t in zip(rng.integers(0, len(vocab), size=n_events), np.sort(rng.uniform(0, 1e6, size=n_events)))]
     log.extend(rows)
-    plain = MemoryEvents({"u": log.events("u")})  # an EventReader without sampled_events
+    memory = MemoryEvents({"u": log.events("u")})  # sampled_columns over a dict
+
+    class Plain:  # an EventReader with events() alone: the Ranker samples and encodes every call
+        def events(self, user_id, before=None):
+            return memory.events(user_id, before=before)
+
     cands = vocab[:50]
     for now in (5e5, 1e6 + 1):
         a = ranker.rerank("u", cands, log=log, now=now)
-        b = ranker.rerank("u", cands, log=plain, now=now)
-        assert list(a) == list(b) and a.meta["n_history"] == b.meta["n_history"] > 0
+        b = ranker.rerank("u", cands, log=Plain(), now=now)
+        c = ranker.rerank("u", cands, log=memory, now=now)
+        assert list(a) == list(b) == list(c) and a.meta["n_history"] == b.meta["n_history"] == c.meta["n_history"] > 0
