@@ -46,6 +46,7 @@ MODELS = ("teacher", "student_plain", "student_kd", "student_kd_int8")
 # measured on MovieLens-100K with the default config on 2 CPU cores (the KD epoch also
 # scores the uniform negatives with the teacher; QAT runs the fake-quantized graph).
 KD_EPOCH_COST, QAT_EPOCH_COST = 2.3, 2.8
+CALIBRATION_EPOCH_COST = 2.0  # an int8 pass without weight updates (train.qat_lr 0): 19.8 s vs a 10 s student epoch
 # Share of an opt-in time budget (--max-minutes) each model may use before it stops.
 # The two fp32 students get the same share, so the distillation comparison is fair.
 BUDGET = {"teacher": 0.62, "student_plain": 0.12, "student_kd": 0.12, "student_kd_int8": 0.14}
@@ -130,16 +131,21 @@ class _Run:
             reuse = obj[0]
         self.reuse = reuse
 
+    def _int8_cost(self) -> float:
+        """An int8 epoch in student epochs: fine-tuning through fake quantization, or forward passes only."""
+        return QAT_EPOCH_COST if self.cfg.train.qat_lr > 0 else CALIBRATION_EPOCH_COST
+
     def log_estimate(self, teacher_epoch: float, student_epoch: float) -> None:
         """The whole run's worst case, once the teacher's first batches are timed."""
         cfg, train = self.cfg, self.cfg.train
         n = cfg.teacher.ensemble + (0 if self.ctx.prep.implicit else cfg.teacher.click_members)
         parts = {"teacher": n * teacher_epoch * train.epochs, "student_plain": student_epoch * train.epochs,
                  "student_kd": KD_EPOCH_COST * student_epoch * train.epochs,
-                 "student_kd_int8": QAT_EPOCH_COST * student_epoch * train.qat_epochs}
+                 "student_kd_int8": self._int8_cost() * student_epoch * train.qat_epochs}
         todo = {k: v for k, v in parts.items() if not self.reuse[k]}
         self.log(f"[run] per epoch: teacher ~{teacher_epoch:.0f}s, student ~{student_epoch:.0f}s, distilled student "
-                 f"~{KD_EPOCH_COST * student_epoch:.0f}s, int8 QAT ~{QAT_EPOCH_COST * student_epoch:.0f}s; the whole "
+                 f"~{KD_EPOCH_COST * student_epoch:.0f}s, int8 {'QAT' if train.qat_lr > 0 else 'calibration'} "
+                 f"~{self._int8_cost() * student_epoch:.0f}s; the whole "
                  f"run at most ~{sum(todo.values()) / 60:.0f} min plus evaluation ({train.epochs} epochs each, "
                  f"{train.qat_epochs} for QAT); early stopping usually ends each model well before")
 
