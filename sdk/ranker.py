@@ -255,7 +255,7 @@ class _History:
 
         Computed by the encoder, then kept while ``now`` stays in the window where no
         event's gap reaches the upper boundary of its bucket (``upper``: the boundaries,
-        then +inf), less a millisecond for float rounding: one rerank a minute (the
+        then +inf), less a margin for float rounding: one rerank a minute (the
         smallest default bucket) or more often mostly reuses it.
         """
         got = self.gaps
@@ -268,7 +268,9 @@ class _History:
         gap = encoder.encode_time_gaps(now, full)
         gap[self.pad] = PAD_ID
         real = ~self.pad
-        until = float(np.min(full[real] + upper[gap[real] - N_RESERVED])) - 1e-3 if self.n else math.inf
+        # The margin covers the rounding of now - ts: 1 ms, more for clocks in ms or us since the epoch.
+        margin = 1e-3 + 1e-12 * abs(now)
+        until = float(np.min(full[real] + upper[gap[real] - N_RESERVED])) - margin if self.n else math.inf
         out = gap.astype(dtype)[None]
         self.gaps = (ts, now, until, out)
         return out
