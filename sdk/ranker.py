@@ -22,9 +22,9 @@ import math
 import threading
 import time
 import weakref
-from itertools import repeat
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from .bundle import Bundle
 from .errors import InputError, KdaliensError
 from .features import N_RESERVED, PAD_ID, FeatureEncoder, normalize_token
 from .names import BackendName
-from .readers import SampledEventReader, VersionedItemReader
+from .readers import SampledColumnReader, SampledEventReader, VersionedItemReader
 from .signature import Role
 
 logger = logging.getLogger("kdaliens.sdk")
@@ -102,8 +102,11 @@ class _EncodedItems:
 
     def _reset(self) -> None:
         self.epoch += 1
-        self.resets = getattr(self, "resets", -1) + 1  # row numbers start over
         self.index: dict[str, int] = {}
+        # The caller's id objects (str and int) -> row, so a seen id skips canonicalization;
+        # int_aliases: some are ints, so a hit must be type-checked (True == 1, but is not an id).
+        self.aliases: dict[Any, int] = {}
+        self.int_aliases = False
         self.arrays: dict[str, np.ndarray] = {}
         self.updated = np.empty(0)  # upsert time of each row (+inf: absent from the cache)
         self.valid = np.zeros(0, dtype=bool)  # False: upserted again since it was encoded
@@ -219,20 +222,9 @@ class _NoItems:
 
 _NO_ITEMS = _NoItems()
 _NO_EVENTS: tuple[tuple[str, ...], tuple[str, ...], np.ndarray] = ((), (), np.zeros(0))
-_MEMO_TYPES = frozenset((str, int))  # candidate id types whose canonical key is memoized
+_MEMO_TYPES = frozenset((str, int))  # candidate id types memoized by their row (_EncodedItems.aliases)
 MEMO_SIZE = 65_536  # candidate ids and user feature sets kept canonicalized / encoded between calls
 HISTORY_USERS = 256  # users whose encoded history a Ranker keeps
-
-
-_COLUMNS: dict[type, bool] = {}
-
-
-def _reads_columns(log: Any) -> bool:
-    """The log can return only the events the sampler keeps, as columns (a BehaviorLog's ``sampled_columns``)."""
-    known = _COLUMNS.get(type(log))
-    if known is None:
-        known = _COLUMNS[type(log)] = callable(getattr(type(log), "sampled_columns", None))
-    return known
 
 
 class _History:
@@ -305,9 +297,6 @@ class Ranker:
         self._items = _EncodedItems(self.encoder, self._id_field, self._cand_inputs[0][2])
         self._items_lock = threading.Lock()  # the kept item and history encodings are shared by every thread
         self._histories: OrderedDict[str, _History] = OrderedDict()
-        self._rows: dict[Any, int] = {}  # candidate id (str or int) -> its row in self._items
-        self._rows_epoch = -1  # the self._items reset the memo's rows belong to
-        self._int_keys = False  # some memoized candidate ids are ints
         self._users: dict[Any, dict[str, np.ndarray]] = {}  # user features -> encoded user inputs
         self._local = threading.local()  # per-thread candidate input buffers
 
@@ -440,41 +429,33 @@ class Ranker:
         """Rows in ``self._items`` of the distinct candidates, and the first place of each
         (None: no repeats). Call with ``_items_lock`` held, after ``self._items.sync(cache)``.
 
-        Ids seen before cost one dict lookup each (the memo holds str and int ids; a hit by
-        equality is trusted when only strings were memoized, since only a str equals one:
-        with int ids the types are checked too, as True == 1 but is not an id). Others are
-        validated and canonicalized, and their rows encoded when missing or stale.
+        Ids seen before cost one dict lookup each (``_EncodedItems.aliases``; a hit by
+        equality is trusted when only strings were memoized, since only a str equals one).
+        Others are validated and canonicalized, and their rows encoded when missing or stale.
         """
         enc = self._items
-        if self._rows_epoch != enc.resets:  # row numbers start over with the kept rows
-            self._rows.clear()
-            self._rows_epoch = enc.resets
-        memo = self._rows
+        memo = enc.aliases
         try:
             rows = [memo[c] for c in items]
         except (KeyError, TypeError):  # an id not seen yet, or an unhashable one (rejected below)
             rows = None
-        if rows is not None and (not self._int_keys or set(map(type, items)) <= _MEMO_TYPES):
+        if rows is not None and (not enc.int_aliases or set(map(type, items)) <= _MEMO_TYPES):
             uniq, firsts = self._dedupe(rows)  # one row per canonical id
             pos = np.fromiter(uniq, dtype=np.int64, count=len(uniq))
             if enc.current(pos, cache):
                 return pos, firsts
-        keys, firsts = self._dedupe(self._keys(items))
+        every = self._keys(items)
+        keys, firsts = self._dedupe(every)
         pos = enc.rows(keys, cache)
         if len(memo) + len(items) > MEMO_SIZE:
             memo.clear()
-        at = range(len(items)) if firsts is None else firsts.tolist()
-        for j, row in zip(at, pos.tolist()):
-            c = items[j]
+        index = enc.index
+        for c, key in zip(items, every):  # every form of an id ("5" and 5) maps to its row
             if type(c) is str:
-                memo[c] = row
+                memo[c] = index[key]
             elif type(c) is int:
-                self._int_keys = True  # before the id goes in: another thread may look it up at once
-                memo[c] = row
-        if firsts is not None:  # repeats of an id in another form ("5" and 5) map to its row too
-            for c, key in zip(items, self._keys(items)):
-                if type(c) is str or type(c) is int:
-                    memo.setdefault(c, enc.index[key])
+                enc.int_aliases = True  # before the id goes in: another thread may look it up at once
+                memo[c] = index[key]
         return pos, firsts
 
     def _fast_inputs(self, user_id: Any, items: list[Any], cache: Any, log: Any,
@@ -548,18 +529,14 @@ class Ranker:
 
     def _score(self, inputs: dict[str, np.ndarray], n: int, meta: dict[str, Any]) -> np.ndarray:
         """The model's scores of ``n`` candidates, in chunks of at most ``max_candidates``."""
-        if n <= self.max_candidates:  # one chunk: the inputs as they are
-            scores = np.asarray(self.backend.run(inputs)["score"], dtype=np.float64).reshape(-1)
-            meta["chunks"] += 1
-            if len(scores) != n:
-                raise ValueError(f"the model returned {len(scores)} scores for {n} candidates")
-            if not np.isfinite(scores).all():
-                raise FloatingPointError("the model returned non-finite scores")
-            return scores
         scores = np.empty(n, dtype=np.float64)
-        for s in range(0, n, self.max_candidates):
-            out = self.backend.run(self.signature.slice_candidates(inputs, s, s + self.max_candidates))
-            scores[s:s + self.max_candidates] = np.asarray(out["score"], dtype=np.float64).reshape(-1)
+        m = self.max_candidates
+        for s in range(0, n, m):  # one chunk (the usual case) runs on the inputs as they are
+            out = self.backend.run(inputs if n <= m else self.signature.slice_candidates(inputs, s, s + m))
+            got = np.asarray(out["score"], dtype=np.float64).reshape(-1)
+            if len(got) != min(m, n - s):
+                raise ValueError(f"the model returned {len(got)} scores for {min(m, n - s)} candidates")
+            scores[s:s + m] = got
             meta["chunks"] += 1
         if not np.isfinite(scores).all():
             raise FloatingPointError("the model returned non-finite scores")
@@ -605,7 +582,7 @@ class Ranker:
             return RankedList([], meta)
         now = float(now)
         # Duplicates: score each id once, keep its first place.
-        if (cache is None or _is_versioned(cache)) and (log is None or _reads_columns(log)):
+        if (cache is None or _is_versioned(cache)) and (log is None or _is(log, SampledColumnReader)):
             inputs, meta["n_history"], n, firsts = self._fast_inputs(user_id, items, cache, log, user_features, now)
         else:
             uniq, firsts = self._dedupe(self._keys(items))

@@ -55,6 +55,21 @@ class SampledEventReader(EventReader, Protocol):
 
 
 @runtime_checkable
+class SampledColumnReader(Protocol):
+    """A log that returns only the events a history sampler keeps, as columns.
+
+    :class:`~kdaliens.sdk.stores.BehaviorLog` and :class:`MemoryEvents` are such logs: with
+    one (and a :class:`VersionedItemReader` or no cache) the Ranker keeps each user's encoded
+    history and encodes it again only when the kept events change.
+    """
+
+    def sampled_columns(self, user_id: Any, before: float, positions: Callable[[int], Any]
+                        ) -> tuple[tuple[Any, ...], tuple[Any, ...], Any]:
+        """Item ids, event kinds and times (float array) of ``events(user_id, before)`` at ``positions(n)``."""
+        ...
+
+
+@runtime_checkable
 class VersionedItemReader(ItemReader, Protocol):
     """An :class:`ItemReader` that says when it changed, so a reader may keep derived data.
 

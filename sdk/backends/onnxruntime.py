@@ -45,7 +45,7 @@ class OnnxRuntimeBackend(Backend):
             import onnxruntime as ort
         except ImportError as e:  # also covers sys.modules["onnxruntime"] = None
             raise unavailable("onnxruntime", e) from e
-        self.runtime = f"onnxruntime {getattr(ort, '__version__', '')}".strip() or dist_version("onnxruntime")
+        self.runtime = dist_version("onnxruntime")
         if not self.model_path.is_file():
             raise BundleError(f"{self.model_path}: model file is missing")
         so = ort.SessionOptions()
