@@ -387,7 +387,7 @@ class _Recorder(Backend):
     name = "golden-recorder"
 
     def __init__(self, manifest: Mapping[str, Any], id_input: str):
-        super().__init__(Path("no-model"), manifest, threads=1)
+        super().__init__(Path("no-model"), manifest, threads=1, model_bytes=b"")  # runs no model
         self.id_input = id_input
         self.calls: list[dict[str, Any]] = []
 

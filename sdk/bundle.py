@@ -1,8 +1,10 @@
 """Reading and verifying a bundle: ``manifest.json`` plus model file(s).
 
-A bundle is verified before anything in it is loaded: the manifest must parse, carry
-a supported ``format_version`` and the required keys, and every artifact's sha256 must
-match. Nothing is ever unpickled.
+A bundle is verified before anything in it is loaded: the manifest must be a regular
+file within the size and nesting caps, parse, and pass the full schema check (every
+key's type, range and length: :mod:`kdaliens.sdk.manifest`); every artifact is read once
+into memory and its sha256 must match, and the runtime is handed those same bytes.
+Nothing is ever unpickled.
 
 Example:
     >>> b = Bundle.load("bundles/executorch")                 # doctest: +SKIP
@@ -14,22 +16,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from .errors import BundleError, InputError
 from .features import FeatureSpec
+from .fileio import NotRegularFile, read_regular
+from .manifest import MAX_MANIFEST_BYTES, parse_manifest, schema_problems
 from .names import Quantization, TargetName
-from .signature import ModelSignature
+from .signature import ModelSignature, Role
 
 FORMAT_VERSION = 1
 TARGETS = tuple(TargetName.choices(aliases=True))  # "tflite": bundles written before the target was "litert"
 # The history sampler's settings are ``feature_spec.history`` (older bundles also
 # repeat them as ``history_sampler``; nothing reads that copy).
-REQUIRED_KEYS = ("format_version", "target", "quantization", "model_file", "artifacts", "signature", "feature_spec",
-                 "parity", "source")
+MAX_ARTIFACT_BYTES = 2 << 30  # read into memory once, verified, and handed to the runtime
 
 
 def sha256_file(path: Path) -> str:
@@ -41,43 +44,28 @@ def sha256_file(path: Path) -> str:
 
 
 def validate_manifest(m: Any) -> list[str]:
-    """Problems with a manifest's schema (an empty list when it is valid)."""
-    if not isinstance(m, dict):
-        return ["manifest is not a JSON object"]
-    problems = [f"missing key {k!r}" for k in REQUIRED_KEYS if k not in m]
-    if problems:
-        return problems
-    if m["format_version"] != FORMAT_VERSION:
-        problems.append(f"format_version {m['format_version']!r} is not supported (this SDK reads {FORMAT_VERSION})")
-    if m["target"] not in TARGETS:
-        problems.append(f"target {m['target']!r} not in {TARGETS}")
-    if m["quantization"] not in Quantization.choices():
-        problems.append(f"quantization {m['quantization']!r} is not int8 or none")
-    arts = m["artifacts"]
-    if not isinstance(arts, dict) or m["model_file"] not in arts:
-        problems.append("artifacts must map file names to sha256 and include model_file")
-    else:
-        for f, h in arts.items():
-            if not (isinstance(h, str) and len(h) == 64):
-                problems.append(f"artifact {f!r}: sha256 must be 64 hex characters")
-            if "/" in f or "\\" in f or f.startswith("."):
-                problems.append(f"artifact {f!r}: must be a plain file name")
-    sig = m["signature"]
-    if not isinstance(sig, dict) or not {"inputs", "outputs", "max_candidates"} <= set(sig):
-        problems.append("signature needs inputs, outputs and max_candidates")
-    else:
-        for i in sig["inputs"]:
-            if not isinstance(i, dict) or not {"name", "role", "dtype", "shape"} <= set(i):
-                problems.append(f"signature input {i!r} needs name, role, dtype and shape")
-        if [o.get("name") for o in sig["outputs"]] != ["score", "click"]:
-            problems.append("signature outputs must be score, click")
-    if not isinstance(m["parity"], dict):
-        problems.append("parity must be an object")
-    else:
-        for k in ("max_abs_diff", "auc_reference", "auc_exported"):
-            if k not in m["parity"]:
-                problems.append(f"parity lacks {k!r}")
-    return problems
+    """Problems with a manifest's schema: every key's type, range and length (an empty
+    list when it is valid; see :mod:`kdaliens.sdk.manifest`)."""
+    return schema_problems(m, TARGETS, tuple(Quantization.choices()), tuple(r.value for r in Role), FORMAT_VERSION)
+
+
+def read_artifact(path: Path, sha256: str | None, what: str = "artifact listed in the manifest") -> bytes:
+    """The bytes of one bundle file: a regular file (no symlink, FIFO or device) of at most
+    :data:`MAX_ARTIFACT_BYTES`, matching ``sha256`` when given. Raises :class:`BundleError`."""
+    try:
+        data = read_regular(path, MAX_ARTIFACT_BYTES)
+    except FileNotFoundError:
+        raise BundleError(f"{path}: {what} is missing") from None
+    except NotRegularFile as e:
+        raise BundleError(f"refusing the {what}: {e}") from None
+    except OSError as e:
+        raise BundleError(f"{path}: unreadable {what} ({e.strerror or e})") from None
+    if sha256 is not None:
+        got = hashlib.sha256(data).hexdigest()
+        if got != sha256:
+            raise BundleError(f"{path}: sha256 mismatch (manifest {sha256[:12]}..., file {got[:12]}...): "
+                              "the file is truncated, corrupt or was changed after export")
+    return data
 
 
 #: Debugging artifacts of a bundle (ExecuTorch's ETRecord) live in ``<bundle>.debug/``, beside
@@ -112,49 +100,73 @@ class Bundle:
         path: the bundle folder.
         manifest: the parsed manifest.
         spec: the FeatureSpec the model was trained with (history settings included).
+        blobs: artifact name -> the bytes read and verified at load (see :meth:`artifact`).
     """
 
     path: Path
     manifest: dict
     spec: FeatureSpec
+    blobs: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: str | Path, verify: bool = True) -> Bundle:
-        """Read ``manifest.json`` and check it and every artifact's sha256.
+        """Read ``manifest.json``, check its schema, and read and hash every artifact.
+
+        Each artifact is read once into memory; :meth:`artifact` hands out those same
+        bytes, so the runtime runs what was verified, and a file changed or truncated on
+        disk afterwards can neither run nor crash the process. ``manifest.json`` and the
+        artifacts must be regular files inside the folder (not symlinks, FIFOs or
+        devices); the folder itself may be reached through a symlink. ``verify=False``
+        skips the hashes (the files are still read the same way).
 
         Raises:
-            BundleError: missing or unreadable manifest, unsupported version, bad schema,
-                missing artifact, or a hash mismatch (truncated, corrupt or tampered file).
+            BundleError: missing or unreadable manifest, one too big or too deep, bad
+                schema, unsupported version, a missing or non-regular artifact, or a hash
+                mismatch (truncated, corrupt or tampered file).
         """
         path = Path(path)
         mpath = path / "manifest.json"
         if not path.is_dir():
             raise BundleError(f"{path}: not a bundle folder")
         try:
-            manifest = json.loads(mpath.read_text())
+            raw = read_regular(mpath, MAX_MANIFEST_BYTES)
         except FileNotFoundError as e:
             raise BundleError(f"{mpath}: missing (is {path} a bundle written by kdaliens-export?)") from e
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BundleError(f"{mpath}: unreadable manifest ({e})") from e
+        except NotRegularFile as e:
+            raise BundleError(f"refusing the manifest: {e}") from None
+        except OSError as e:
+            raise BundleError(f"{mpath}: unreadable manifest ({e.strerror or e})") from None
+        manifest, problem = parse_manifest(raw, str(mpath))
+        if problem:
+            raise BundleError(f"{mpath}: {problem}")
         problems = validate_manifest(manifest)
         if problems:
-            raise BundleError(f"{mpath}: {'; '.join(problems)}")
-        if verify:
-            for name, expected in manifest["artifacts"].items():
-                f = path / name
-                if not f.is_file():
-                    raise BundleError(f"{f}: artifact listed in the manifest is missing")
-                got = sha256_file(f)
-                if got != expected:
-                    raise BundleError(f"{f}: sha256 mismatch (manifest {expected[:12]}..., file {got[:12]}...): "
-                                      "the file is truncated, corrupt or was changed after export")
+            more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
+            raise BundleError(f"{mpath}: {'; '.join(problems[:8])}{more}")
+        blobs: dict[str, bytes] = {}
+        for name, expected in manifest["artifacts"].items():
+            blobs[name] = read_artifact(path / name, expected if verify else None)
         try:
             spec = FeatureSpec.from_dict(manifest["feature_spec"])
+            spec.event_field, spec.time_gap_field  # noqa: B018  (built lazily elsewhere; checked here)
+            bundle = cls(path=path, manifest=manifest, spec=spec, blobs=blobs)
+            signature = bundle.signature
         except InputError as e:
-            raise BundleError(f"{mpath}: bad feature_spec ({e})") from e
-        bundle = cls(path=path, manifest=manifest, spec=spec)
-        bundle.signature.check_manifest(manifest["signature"], str(mpath))
+            raise BundleError(f"{mpath}: bad feature_spec ({e})") from None
+        signature.check_manifest(manifest["signature"], str(mpath))
         return bundle
+
+    def artifact(self, name: str) -> bytes:
+        """The verified bytes of artifact ``name``, as read by :meth:`load`."""
+        try:
+            return self.blobs[name]
+        except KeyError:
+            raise BundleError(f"{self.path}: no artifact {name!r} in the manifest") from None
+
+    @property
+    def model_bytes(self) -> bytes:
+        """The verified bytes of the model file."""
+        return self.artifact(self.manifest["model_file"])
 
     @property
     def target(self) -> TargetName:

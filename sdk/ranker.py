@@ -329,7 +329,7 @@ class Ranker:
         name = own if backend == "auto" else backend
         if name != own:
             raise InputError(f"bundle {b.path} targets {b.target!r}, which the {own!r} backend runs, not {name!r}")
-        return cls(b, get_backend(name)(b.model_path, b.manifest, threads=threads))
+        return cls(b, get_backend(name)(b.model_path, b.manifest, threads=threads, model_bytes=b.model_bytes))
 
     # ------------------------------------------------------------------ helpers
     @staticmethod

@@ -31,9 +31,14 @@ class Backend:
     """Runs one exported model.
 
     Args:
-        model_path: the model file inside the bundle.
+        model_path: the model file inside the bundle (named in errors; read only when
+            ``model_bytes`` is not given).
         manifest: the bundle manifest (signature, candidate limits or buckets).
         threads: intra-op threads.
+        model_bytes: the model, already read and verified (``Bundle.model_bytes``). When
+            omitted, the file is read once here (a regular file only) and checked against
+            the manifest's sha256 when the manifest lists it. The runtime loads these
+            bytes, never the file, so a file changed on disk afterwards cannot run.
 
     Subclasses implement :meth:`_run` on arrays already in the manifest's dtypes, with
     at most :attr:`max_candidates` candidates.
@@ -50,8 +55,10 @@ class Backend:
     #: (``Ranker.rerank`` reports it in ``meta["runtime"]``).
     runtime = ""
 
-    def __init__(self, model_path: Path, manifest: Mapping[str, Any], threads: int = 1):
+    def __init__(self, model_path: Path, manifest: Mapping[str, Any], threads: int = 1,
+                 model_bytes: bytes | None = None):
         self.model_path = Path(model_path)
+        self.model_bytes = model_bytes if model_bytes is not None else _read_model(self.model_path, manifest)
         self.manifest = manifest
         self.threads = int(threads)
         sig = manifest["signature"]
@@ -72,6 +79,13 @@ class Backend:
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # pragma: no cover
         raise NotImplementedError
+
+
+def _read_model(path: Path, manifest: Mapping[str, Any]) -> bytes:
+    """The model file's bytes, checked against the manifest's sha256 when it lists the file."""
+    from ..bundle import read_artifact
+
+    return read_artifact(path, (manifest.get("artifacts") or {}).get(path.name), "model file")
 
 
 def dist_version(dist: str) -> str:

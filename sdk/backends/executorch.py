@@ -24,8 +24,9 @@ class ExecuTorchBackend(Backend):
 
     name = "executorch"
 
-    def __init__(self, model_path: Path, manifest: Mapping[str, Any], threads: int = 1):
-        super().__init__(model_path, manifest, threads)
+    def __init__(self, model_path: Path, manifest: Mapping[str, Any], threads: int = 1,
+                 model_bytes: bytes | None = None):
+        super().__init__(model_path, manifest, threads, model_bytes)
         try:
             # Registers embedding_byte & co. before a quantized program is loaded.
             import executorch.kernels.quantized  # noqa: F401
@@ -42,7 +43,7 @@ class ExecuTorchBackend(Backend):
         except Exception:  # older runtimes lack it: keep their default
             pass
         try:
-            program = Runtime.get().load_program(str(self.model_path))
+            program = Runtime.get().load_program(self.model_bytes)
             self._method = program.load_method(manifest["signature"].get("method", "forward"))
         except Exception as e:  # the runtime raises RuntimeError/ValueError on bad files
             raise BundleError(f"{self.model_path}: ExecuTorch could not load the program ({e})") from e
@@ -109,7 +110,7 @@ def operator_breakdown(backend: ExecuTorchBackend, bundle_path: Path, manifest: 
                for n in backend.input_names]
     with tempfile.TemporaryDirectory(prefix="kdaliens-etdump-") as tmp:
         try:
-            program = Runtime.get().load_program(str(backend.model_path), enable_etdump=True, debug_buffer_size=0)
+            program = Runtime.get().load_program(backend.model_bytes, enable_etdump=True, debug_buffer_size=0)
             method = program.load_method(manifest["signature"].get("method", "forward"))
             for _ in range(warmup):
                 method.execute(tensors)

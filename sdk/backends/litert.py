@@ -80,8 +80,9 @@ class LiteRTBackend(Backend):
 
     name = "litert"
 
-    def __init__(self, model_path: Path, manifest: Mapping[str, Any], threads: int = 1):
-        super().__init__(model_path, manifest, threads)
+    def __init__(self, model_path: Path, manifest: Mapping[str, Any], threads: int = 1,
+                 model_bytes: bytes | None = None):
+        super().__init__(model_path, manifest, threads, model_bytes)
         Interpreter, self.runtime = _interpreter_class()
         sig = manifest["signature"]
         names = sig.get("tensor_names") or {}
@@ -91,7 +92,7 @@ class LiteRTBackend(Backend):
         if not self._cand:
             raise BundleError(f"{self.model_path}: the manifest signature has no candidate input")
         try:
-            self._interpreter = Interpreter(model_path=str(self.model_path), num_threads=max(1, self.threads))
+            self._interpreter = Interpreter(model_content=self.model_bytes, num_threads=max(1, self.threads))
             available = self._interpreter.get_signature_list()
         except Exception as e:  # the runtime raises ValueError/RuntimeError on bad files
             raise BundleError(f"{self.model_path}: not a loadable LiteRT model ({e})") from e

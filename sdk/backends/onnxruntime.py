@@ -39,15 +39,14 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     concurrent_runs = True  # InferenceSession.run is safe to call from several threads
 
-    def __init__(self, model_path: Path, manifest: Mapping[str, Any], threads: int = 1):
-        super().__init__(model_path, manifest, threads)
+    def __init__(self, model_path: Path, manifest: Mapping[str, Any], threads: int = 1,
+                 model_bytes: bytes | None = None):
+        super().__init__(model_path, manifest, threads, model_bytes)
         try:
             import onnxruntime as ort
         except ImportError as e:  # also covers sys.modules["onnxruntime"] = None
             raise unavailable("onnxruntime", e) from e
         self.runtime = dist_version("onnxruntime")
-        if not self.model_path.is_file():
-            raise BundleError(f"{self.model_path}: model file is missing")
         so = ort.SessionOptions()
         so.intra_op_num_threads = max(self.threads, 1)
         # One request at a time: no inter-op pool, nodes run in order.
@@ -56,7 +55,9 @@ class OnnxRuntimeBackend(Backend):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3  # warnings about unused initializers etc. are noise on a device
         try:
-            self._session = ort.InferenceSession(str(self.model_path), sess_options=so,
+            # From the verified bytes: a model that names external data files cannot
+            # load them from memory, so nothing outside the manifest's hashes runs.
+            self._session = ort.InferenceSession(self.model_bytes, sess_options=so,
                                                  providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own types (InvalidProtobuf, Fail, InvalidGraph, ...)
             raise BundleError(f"{self.model_path}: onnxruntime cannot load this model, it may be corrupt or "
