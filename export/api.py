@@ -14,7 +14,7 @@ from kdaliens.sdk.backends import get_backend
 from kdaliens.sdk.bundle import debug_dir, sha256_file
 from kdaliens.sdk.names import Quantization
 
-from .bundle import DEBUG_STAGING, staging_dir, write_bundle, write_debug
+from .bundle import DEBUG_STAGING, check_out, staging_dir, write_bundle, write_debug
 from .check import self_check
 from .exportable import Exportable, load_exportable
 from .parity import Requests, check_parity, load_requests, torch_runner
@@ -24,37 +24,44 @@ from .targets import ExportConfig, LoweredModel, get_target
 def export_bundle(run_dir: str | Path, target: str | ExportConfig, out: str | Path, quantize: str = "int8",
                   max_candidates: int = 512, tolerance: float = 0.002, buckets: tuple[int, ...] | None = None,
                   parity_limit: int | None = None, log: Callable[[str], None] = print,
-                  debug: bool = False) -> dict[str, Any]:
+                  debug: bool = False, force: bool = False) -> dict[str, Any]:
     """Export the run's student for ``target``, check it in the real runtime, write the bundle.
 
     Args:
         run_dir: a ``kdaliens-train`` run directory.
         target: ``executorch``, ``onnx`` or ``litert`` (``tflite`` is an alias), or an
             :class:`~kdaliens.export.targets.ExportConfig` (then the options below are ignored).
-        out: the bundle directory (replaced atomically if it exists).
+        out: the bundle directory, replaced atomically if it is a bundle holding nothing
+            else (or empty, or missing); any other folder is refused unless ``force``.
         quantize: ``int8`` (default) or ``none``.
         max_candidates: the most candidates one model call takes (LiteRT: largest bucket).
         tolerance: the largest AUC drop of the exported model against the reference.
         buckets: LiteRT's candidate buckets (default: 16, 64, 128, 256, 512).
         parity_limit: score only this many test requests (all by default).
         debug: also write debugging artifacts (ExecuTorch's ETRecord) to ``<out>.debug/``.
+        force: replace ``out`` (and ``<out>.debug/``) even when they hold files kdaliens
+            did not write.
 
     Returns:
         The manifest that was written.
 
     Raises:
         ParityError: the exported model lost more than ``tolerance`` AUC (nothing written).
+        InputError: ``out`` holds files kdaliens did not write and ``force`` is False
+            (checked before any work, and again before the bundle is installed).
     """
     config = target if isinstance(target, ExportConfig) else ExportConfig(
         target, quantize, max_candidates, tolerance, parity_limit, buckets, debug=debug)
-    return _Export(Path(run_dir), config, Path(out), log).run()
+    check_out(Path(out), force)
+    return _Export(Path(run_dir), config, Path(out), log, force).run()
 
 
 class _Export:
     """One export: lower, self-check and parity-check through the SDK backend, write."""
 
-    def __init__(self, run_dir: Path, config: ExportConfig, out: Path, log: Callable[[str], None]):
-        self.run_dir, self.config, self.out, self.log = run_dir, config, out, log
+    def __init__(self, run_dir: Path, config: ExportConfig, out: Path, log: Callable[[str], None],
+                 force: bool = False):
+        self.run_dir, self.config, self.out, self.log, self.force = run_dir, config, out, log, force
         self.target = get_target(config.target)
 
     def run(self) -> dict[str, Any]:
@@ -70,7 +77,7 @@ class _Export:
             manifest = self._manifest(exp, lowered, check, parity)
             manifest["export"]["seconds"] = round(time.perf_counter() - t0, 1)
             debug = self._take_debug(staging, lowered)
-            write_bundle(self.out, staging, manifest)
+            write_bundle(self.out, staging, manifest, force=self.force)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

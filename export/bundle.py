@@ -18,15 +18,55 @@ from typing import Any
 
 from kdaliens.sdk.bundle import FORMAT_VERSION, debug_dir, sha256_file, validate_manifest
 
-__all__ = ["FORMAT_VERSION", "sha256_file", "staging_dir", "validate_manifest", "write_bundle"]
+__all__ = ["FORMAT_VERSION", "check_out", "sha256_file", "staging_dir", "validate_manifest", "write_bundle"]
 
 
-def write_bundle(out: Path, files_dir: Path, manifest: dict[str, Any], force: bool = True) -> Path:
+def _foreign(folder: Path, listing: str) -> list[str]:
+    """What in ``folder`` kdaliens did not write: anything but ``listing`` (``manifest.json``
+    or ``debug.json``) and the plain files it names; everything when the listing is unreadable."""
+    entries = sorted(folder.iterdir())
+    try:
+        info = json.loads((folder / listing).read_text())
+        names = info["artifacts"] if listing == "manifest.json" else info["files"]
+        allowed = {listing, *names}
+    except (OSError, ValueError, KeyError, TypeError):
+        allowed = set()
+    return [p.name + ("/" if p.is_dir() else "") for p in entries
+            if not (p.name in allowed and p.is_file() and not p.is_symlink())]
+
+
+def check_out(out: Path, force: bool = False) -> None:
+    """Refuse to replace ``out`` (and ``<out>.debug/``) unless it is missing, empty, or a
+    folder kdaliens wrote, holding nothing else; ``force`` allows it anyway.
+
+    Raises:
+        InputError: ``out`` holds something kdaliens did not write (the message lists it).
+    """
+    from kdaliens.sdk.errors import InputError
+
+    if force:
+        return
+    for folder, listing in ((Path(out), "manifest.json"), (debug_dir(out), "debug.json")):
+        if not os.path.lexists(folder):
+            continue
+        if folder.is_symlink() or not folder.is_dir():
+            raise InputError(f"{folder} exists and is not a folder kdaliens wrote; refusing to replace it "
+                             "(pass --force to replace it anyway)")
+        names = _foreign(folder, listing)
+        if not names:
+            continue
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise InputError(f"{folder} holds files kdaliens did not write ({shown}); refusing to replace it. "
+                         "Choose an empty or new folder, or pass --force to replace it anyway")
+
+
+def write_bundle(out: Path, files_dir: Path, manifest: dict[str, Any], force: bool = False) -> Path:
     """Move ``files_dir`` (holding the model files) into place as bundle ``out``.
 
     Hashes every artifact into the manifest, writes ``manifest.json``, then renames the
     whole folder into place, so a crash at any point leaves either the old bundle or the
-    new one, never half of one.
+    new one, never half of one. An existing ``out`` is replaced only when it is a bundle
+    holding nothing else, or with ``force`` (:func:`check_out`).
     """
     out = Path(out)
     files_dir = Path(files_dir)
@@ -45,8 +85,7 @@ def write_bundle(out: Path, files_dir: Path, manifest: dict[str, Any], force: bo
         json.dump(manifest, f, indent=1, sort_keys=True, default=float)
         f.flush()
         os.fsync(f.fileno())
-    if out.exists() and not force:
-        raise FileExistsError(f"{out} exists")
+    check_out(out, force)
     _install(files_dir, out)
     return out
 
@@ -57,7 +96,8 @@ def write_debug(bundle_out: Path, files_dir: Path | None, model_sha256: str) -> 
     ``<bundle>.debug/`` left from an earlier model. Returns the folder, or None."""
     target = debug_dir(bundle_out)
     if files_dir is None:
-        shutil.rmtree(target, ignore_errors=True)
+        if target.is_dir() and not target.is_symlink() and not _foreign(target, "debug.json"):
+            shutil.rmtree(target, ignore_errors=True)
         return None
     (files_dir / "debug.json").write_text(json.dumps(
         {"model_sha256": model_sha256, "files": sorted(f.name for f in files_dir.iterdir()),

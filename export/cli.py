@@ -20,7 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, choices=TargetName.choices(aliases=True),
                    help="where the bundle runs (tflite: another name for litert)")
     p.add_argument("--run", required=True, help="run directory written by kdaliens-train")
-    p.add_argument("--out", required=True, help="bundle directory to write (replaced atomically)")
+    p.add_argument("--out", required=True,
+                   help="bundle directory to write; an existing bundle there is replaced atomically, a folder "
+                        "holding anything else is refused unless --force")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out even if it holds files kdaliens did not write")
     p.add_argument("--quantize", default="int8", choices=Quantization.choices(), help="default: int8")
     p.add_argument("--max-candidates", type=int, default=512,
                    help="most candidates per model call; the SDK chunks longer lists (default 512)")
@@ -42,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = ExportConfig(args.target, args.quantize, max_candidates=args.max_candidates,
                               tolerance=args.tolerance, parity_limit=args.parity_limit, debug=args.debug)
-        export_bundle(args.run, config, args.out)
+        export_bundle(args.run, config, args.out, force=args.force)
     except KdaliensError as e:
         print(f"kdaliens-export: error: {e}", file=sys.stderr)
         return 2
