@@ -293,7 +293,7 @@ class _Store:
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         except sqlite3.DatabaseError as e:
             conn.close()
-            raise StoreError(f"{self.path}: not a SQLite database, or it is corrupt ({e})") from e
+            raise self._store_error(e, "opening the store") from e
         return conn
 
     def _conn(self) -> sqlite3.Connection:
@@ -344,8 +344,11 @@ class _Store:
         if "not a database" in msg or "malformed" in msg:
             return StoreError(f"{self.path}: not a SQLite database, or it is corrupt ({msg})")
         if "locked" in msg or "busy" in msg:
-            return StoreError(
-                f"{self.path}: {action} timed out after {self._busy_timeout:g} s waiting for another writer ({msg})")
+            return StoreError(f"{self.path}: locked: {action} timed out after {self._busy_timeout:g} s waiting for "
+                              f"another connection or process that holds the database ({msg})")
+        if "readonly" in msg or "read-only" in msg:
+            return StoreError(f"{self.path}: read-only: {action} cannot write (file permissions, a read-only file "
+                              f"system or an immutable file) ({msg})")
         return StoreError(f"{self.path}: {action} failed ({msg})")
 
     @contextmanager
