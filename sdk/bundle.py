@@ -136,7 +136,7 @@ class Bundle:
             raise BundleError(f"refusing the manifest: {e}") from None
         except OSError as e:
             raise BundleError(f"{mpath}: unreadable manifest ({e.strerror or e})") from None
-        manifest, problem = parse_manifest(raw, str(mpath))
+        manifest, problem = parse_manifest(raw)
         if problem:
             raise BundleError(f"{mpath}: {problem}")
         problems = validate_manifest(manifest)
@@ -148,12 +148,10 @@ class Bundle:
             blobs[name] = read_artifact(path / name, expected if verify else None)
         try:
             spec = FeatureSpec.from_dict(manifest["feature_spec"])
-            spec.event_field, spec.time_gap_field  # noqa: B018  (built lazily elsewhere; checked here)
-            bundle = cls(path=path, manifest=manifest, spec=spec, blobs=blobs)
-            signature = bundle.signature
         except InputError as e:
             raise BundleError(f"{mpath}: bad feature_spec ({e})") from None
-        signature.check_manifest(manifest["signature"], str(mpath))
+        bundle = cls(path=path, manifest=manifest, spec=spec, blobs=blobs)
+        bundle.signature.check_manifest(manifest["signature"], str(mpath))
         return bundle
 
     def artifact(self, name: str) -> bytes:

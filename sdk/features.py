@@ -118,15 +118,18 @@ class FeatureSpec:
             missing = set(self.history_item_fields) - set(names)
             if missing:
                 raise InputError(f"history_item_fields not among item fields: {sorted(missing)}")
+        # Built (and so validated) once: a bad event vocabulary or gap boundaries fail here.
+        object.__setattr__(self, "_event_field", CategoricalField("event", vocab=self.event_vocab))
+        object.__setattr__(self, "_time_gap_field", NumericField("time_gap", boundaries=self.time_gap_boundaries))
 
     # -- derived fields -------------------------------------------------------------
     @property
     def event_field(self) -> CategoricalField:
-        return CategoricalField("event", vocab=self.event_vocab)
+        return self._event_field  # type: ignore[attr-defined]
 
     @property
     def time_gap_field(self) -> NumericField:
-        return NumericField("time_gap", boundaries=self.time_gap_boundaries)
+        return self._time_gap_field  # type: ignore[attr-defined]
 
     def item_field(self, name: str) -> Field:
         for f in self.item_fields:

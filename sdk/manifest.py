@@ -48,7 +48,7 @@ def nesting_depth(data: bytes) -> int:
     return int(np.cumsum(step).max(initial=0))
 
 
-def parse_manifest(data: bytes, where: str) -> tuple[Any, str | None]:
+def parse_manifest(data: bytes) -> tuple[Any, str | None]:
     """``(object, None)``, or ``(None, problem)`` for text that is too big, too deep or not JSON."""
     if len(data) > MAX_MANIFEST_BYTES:
         return None, f"{len(data):,} bytes, over the {MAX_MANIFEST_BYTES:,}-byte limit"
