@@ -10,12 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kdaliens.sdk.backends import get_backend
 from kdaliens.sdk.bundle import debug_dir, sha256_file
+from kdaliens.sdk.canary import CANARY_FILE, build_canary
+from kdaliens.sdk.errors import InputError
 from kdaliens.sdk.names import Quantization
+from kdaliens.sdk.signing import load_signing_key
 
 from .bundle import DEBUG_STAGING, check_out, staging_dir, write_bundle, write_debug
-from .check import self_check
+from .check import random_requests, self_check
 from .exportable import Exportable, load_exportable
 from .parity import Requests, check_parity, load_requests, torch_runner
 from .targets import ExportConfig, LoweredModel, get_target
@@ -24,7 +29,8 @@ from .targets import ExportConfig, LoweredModel, get_target
 def export_bundle(run_dir: str | Path, target: str | ExportConfig, out: str | Path, quantize: str = "int8",
                   max_candidates: int = 512, tolerance: float = 0.002, buckets: tuple[int, ...] | None = None,
                   parity_limit: int | None = None, log: Callable[[str], None] = print,
-                  debug: bool = False, force: bool = False) -> dict[str, Any]:
+                  debug: bool = False, force: bool = False, sign: str | os.PathLike | bytes | None = None,
+                  bundle_version: int | None = None) -> dict[str, Any]:
     """Export the run's student for ``target``, check it in the real runtime, write the bundle.
 
     Args:
@@ -41,6 +47,10 @@ def export_bundle(run_dir: str | Path, target: str | ExportConfig, out: str | Pa
         debug: also write debugging artifacts (ExecuTorch's ETRecord) to ``<out>.debug/``.
         force: replace ``out`` (and ``<out>.debug/``) even when they hold files kdaliens
             did not write.
+        sign: a ``signing.key`` (path or bytes, from ``kdaliens-keygen``): the manifest,
+            which lists every file's sha256, is signed with Ed25519 into ``manifest.sig``.
+        bundle_version: the version devices pin (a BundleStore refuses a lower one);
+            default: the time in seconds, above the version of a bundle already at ``out``.
 
     Returns:
         The manifest that was written.
@@ -48,20 +58,31 @@ def export_bundle(run_dir: str | Path, target: str | ExportConfig, out: str | Pa
     Raises:
         ParityError: the exported model lost more than ``tolerance`` AUC (nothing written).
         InputError: ``out`` holds files kdaliens did not write and ``force`` is False
-            (checked before any work, and again before the bundle is installed).
+            (checked before any work, and again before the bundle is installed); an
+            unusable signing key or bundle version (checked before any work).
     """
     config = target if isinstance(target, ExportConfig) else ExportConfig(
         target, quantize, max_candidates, tolerance, parity_limit, buckets, debug=debug)
     check_out(Path(out), force)
-    return _Export(Path(run_dir), config, Path(out), log, force).run()
+    if sign is not None:
+        load_signing_key(sign)  # fail before minutes of lowering, not after
+    if bundle_version is not None and (not isinstance(bundle_version, int) or isinstance(bundle_version, bool)
+                                       or not 0 <= bundle_version < 1 << 63):
+        raise InputError(f"bundle_version must be an int from 0 to 2**63 - 1, got {bundle_version!r}")
+    return _Export(Path(run_dir), config, Path(out), log, force, sign, bundle_version).run()
+
+
+CANARY_CANDIDATES = 16
 
 
 class _Export:
     """One export: lower, self-check and parity-check through the SDK backend, write."""
 
     def __init__(self, run_dir: Path, config: ExportConfig, out: Path, log: Callable[[str], None],
-                 force: bool = False):
+                 force: bool = False, sign: str | os.PathLike | bytes | None = None,
+                 bundle_version: int | None = None):
         self.run_dir, self.config, self.out, self.log, self.force = run_dir, config, out, log, force
+        self.sign, self.bundle_version = sign, bundle_version
         self.target = get_target(config.target)
 
     def run(self) -> dict[str, Any]:
@@ -77,7 +98,8 @@ class _Export:
             manifest = self._manifest(exp, lowered, check, parity)
             manifest["export"]["seconds"] = round(time.perf_counter() - t0, 1)
             debug = self._take_debug(staging, lowered)
-            write_bundle(self.out, staging, manifest, force=self.force)
+            write_bundle(self.out, staging, manifest, force=self.force, signing_key=self.sign,
+                         bundle_version=self.bundle_version)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -89,10 +111,15 @@ class _Export:
         if where is not None:
             self.log(f"[export] debugging artifacts ({', '.join(lowered.debug_files)}) in {where}, beside the bundle")
         size = (self.out / manifest["model_file"]).stat().st_size
-        self.log(f"[export] wrote {self.out}: {manifest['model_file']} {size / 1024:.1f} KB; parity max|diff| "
+        signed = "signed" if self.sign is not None else "unsigned"
+        self.log(f"[export] wrote {self.out} ({signed}, bundle_version {self._written_version()}): "
+                 f"{manifest['model_file']} {size / 1024:.1f} KB; parity max|diff| "
                  f"{parity['max_abs_diff']:.3g}, AUC {parity['auc_exported']:.4f} vs reference "
                  f"{parity['auc_reference']:.4f}; {time.perf_counter() - t0:.0f}s")
         return manifest
+
+    def _written_version(self) -> int:
+        return int(json.loads((self.out / "manifest.json").read_text()).get("bundle_version", 0))
 
     def _take_debug(self, staging: Path, lowered: LoweredModel) -> Path | None:
         """Move the target's debugging artifacts out of the bundle's staging folder."""
@@ -114,6 +141,7 @@ class _Export:
         try:
             check = self_check(exp, backend.run, self.config.quantize == Quantization.INT8,
                                lowered.check_candidates, lowered.signature["max_candidates"])
+            self._write_canary(exp, backend, staging, lowered.signature["max_candidates"])
             self.log(f"[export] self-check vs torch fp32: max |score diff| {check['max_abs_score_diff']:.2e}, "
                      f"min Spearman {check['min_spearman']:.4f}")
             self.log(f"[export] parity: scoring {len(requests.inputs):,} test requests with the runtime and the "
@@ -126,6 +154,14 @@ class _Export:
             del backend
         return check, parity
 
+    @staticmethod
+    def _write_canary(exp: Exportable, backend: Any, staging: Path, max_candidates: int) -> None:
+        """``canary.json``: one request and this runtime's scores on it, which a device's
+        BundleStore reproduces before it switches to the bundle (:mod:`kdaliens.sdk.canary`)."""
+        request = random_requests(exp, n=1, n_cand=min(CANARY_CANDIDATES, int(max_candidates)), seed=7)[0]
+        request = {n: np.ascontiguousarray(a, dtype=backend.input_dtypes[n]) for n, a in request.items()}
+        (staging / CANARY_FILE).write_bytes(build_canary(request, backend.run(request)))
+
     def _manifest(self, exp: Exportable, lowered: LoweredModel, check: dict[str, Any], parity: dict[str, Any]
                   ) -> dict[str, Any]:
         metrics_path = self.run_dir / "metrics.json"
@@ -137,7 +173,8 @@ class _Export:
             "target": self.config.target.value,
             "quantization": self.config.quantize.value,
             "model_file": lowered.model_file,
-            "artifacts": {f: "" for f in lowered.files},
+            "artifacts": {f: "" for f in [*lowered.files, CANARY_FILE]},
+            "canary": CANARY_FILE,
             "signature": lowered.signature,
             "feature_spec": exp.spec.to_dict(),
             "parity": parity,

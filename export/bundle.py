@@ -17,17 +17,22 @@ from pathlib import Path
 from typing import Any
 
 from kdaliens.sdk.bundle import FORMAT_VERSION, debug_dir, sha256_file, validate_manifest
+from kdaliens.sdk.errors import BundleError, InputError
+from kdaliens.sdk.fileio import exchange, fsync_dir
+from kdaliens.sdk.signing import SIGNATURE_FILE, load_signing_key, sign_manifest
 
-__all__ = ["FORMAT_VERSION", "check_out", "sha256_file", "staging_dir", "validate_manifest", "write_bundle"]
+__all__ = ["FORMAT_VERSION", "check_out", "next_bundle_version", "sha256_file", "sign_bundle", "staging_dir",
+           "validate_manifest", "write_bundle"]
 
 
 def _foreign(folder: Path, listing: str) -> list[str]:
     """What in ``folder`` kdaliens did not write: anything but ``listing`` (``manifest.json``
-    or ``debug.json``) and the plain files it names; everything when the listing is unreadable."""
+    or ``debug.json``), the plain files it names and a bundle's ``manifest.sig``; everything
+    when the listing is unreadable."""
     entries = sorted(folder.iterdir())
     try:
         info = json.loads((folder / listing).read_text())
-        names = info["artifacts"] if listing == "manifest.json" else info["files"]
+        names = [*info["artifacts"], SIGNATURE_FILE] if listing == "manifest.json" else info["files"]
         allowed = {listing, *names}
     except (OSError, ValueError, KeyError, TypeError):
         allowed = set()
@@ -60,19 +65,46 @@ def check_out(out: Path, force: bool = False) -> None:
                          "Choose an empty or new folder, or pass --force to replace it anyway")
 
 
-def write_bundle(out: Path, files_dir: Path, manifest: dict[str, Any], force: bool = False) -> Path:
+def next_bundle_version(out: Path) -> int:
+    """The default ``bundle_version`` of a bundle written to ``out``: the time in seconds,
+    and always above the version of the bundle already there, so versions only grow."""
+    version = int(time.time())
+    try:
+        old = json.loads((Path(out) / "manifest.json").read_text()).get("bundle_version", 0)
+        if isinstance(old, int) and not isinstance(old, bool):
+            version = max(version, old + 1)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return version
+
+
+def write_bundle(out: Path, files_dir: Path, manifest: dict[str, Any], force: bool = False,
+                 signing_key: str | os.PathLike | bytes | None = None, bundle_version: int | None = None) -> Path:
     """Move ``files_dir`` (holding the model files) into place as bundle ``out``.
 
-    Hashes every artifact into the manifest, writes ``manifest.json``, then renames the
-    whole folder into place, so a crash at any point leaves either the old bundle or the
-    new one, never half of one. An existing ``out`` is replaced only when it is a bundle
-    holding nothing else, or with ``force`` (:func:`check_out`).
+    Hashes every artifact into the manifest, sets its ``bundle_version``, writes
+    ``manifest.json`` (and ``manifest.sig``, signed with ``signing_key``), then puts the
+    whole folder in place in one atomic step, so a crash at any point leaves either the
+    old bundle or the new one, never half of one, and a device or process loading ``out``
+    meanwhile reads one of the two. An existing ``out`` is replaced only when it is a
+    bundle holding nothing else, or with ``force`` (:func:`check_out`).
+
+    Args:
+        signing_key: a ``signing.key`` (path or bytes) from ``kdaliens-keygen``.
+        bundle_version: the version a device's :class:`~kdaliens.sdk.BundleStore` pins
+            (it refuses to go back to a lower one); default :func:`next_bundle_version`.
+
+    Raises:
+        InputError: ``out`` holds files kdaliens did not write, a bad ``bundle_version``
+            or an unusable ``signing_key``.
     """
     out = Path(out)
     files_dir = Path(files_dir)
+    key = load_signing_key(signing_key) if signing_key is not None else None
     manifest = dict(manifest)
     manifest["artifacts"] = {f: sha256_file(files_dir / f) for f in manifest["artifacts"]}
     manifest["format_version"] = FORMAT_VERSION
+    manifest["bundle_version"] = _version_arg(bundle_version, out)
     manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     problems = validate_manifest(manifest)
     if problems:
@@ -81,13 +113,69 @@ def write_bundle(out: Path, files_dir: Path, manifest: dict[str, Any], force: bo
     os.chmod(files_dir, 0o755)
     for f in files_dir.iterdir():
         os.chmod(f, 0o644)
-    with open(files_dir / "manifest.json", "w") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True, default=float)
-        f.flush()
-        os.fsync(f.fileno())
+    _write_manifest(files_dir, manifest, key)
     check_out(out, force)
     _install(files_dir, out)
     return out
+
+
+def _version_arg(bundle_version: int | None, out: Path) -> int:
+    if bundle_version is None:
+        return next_bundle_version(out)
+    if not isinstance(bundle_version, int) or isinstance(bundle_version, bool) or not 0 <= bundle_version < 1 << 63:
+        raise InputError(f"bundle_version must be an int from 0 to 2**63 - 1, got {bundle_version!r}")
+    return bundle_version
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any], key: Any) -> None:
+    """``manifest.json`` (and, with a key, its ``manifest.sig``), flushed to disk."""
+    data = json.dumps(manifest, indent=1, sort_keys=True, default=float).encode()
+    files = {"manifest.json": data}
+    if key is not None:
+        files[SIGNATURE_FILE] = sign_manifest(data, key)
+    elif (folder / SIGNATURE_FILE).exists():
+        os.unlink(folder / SIGNATURE_FILE)
+    for name, content in files.items():
+        with open(folder / name, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(folder / name, 0o644)
+
+
+def sign_bundle(bundle: str | os.PathLike, signing_key: str | os.PathLike | bytes,
+                bundle_version: int | None = None) -> Path:
+    """Sign an existing bundle (for example on a release machine that holds the key, away
+    from the one that trained and exported), optionally giving it a new ``bundle_version``.
+
+    The bundle is verified first (hashes and schema), then rewritten and replaced in one
+    atomic step like :func:`write_bundle`.
+
+    Raises:
+        BundleError: the bundle does not verify. InputError: an unusable key or version.
+    """
+    from kdaliens.sdk.bundle import Bundle
+
+    src = Path(bundle)
+    key = load_signing_key(signing_key)
+    b = Bundle.load(src)
+    manifest = dict(b.manifest)
+    if bundle_version is not None:
+        manifest["bundle_version"] = _version_arg(bundle_version, src)
+    staging = staging_dir(src)
+    try:
+        for name, data in b.blobs.items():
+            (staging / name).write_bytes(data)
+            os.chmod(staging / name, 0o644)
+        os.chmod(staging, 0o755)
+        _write_manifest(staging, manifest, key)
+        _install(staging, src)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if not (src / "manifest.json").is_file():  # pragma: no cover
+        raise BundleError(f"{src}: signing failed")
+    return src
 
 
 def write_debug(bundle_out: Path, files_dir: Path | None, model_sha256: str) -> Path | None:
@@ -110,14 +198,22 @@ def write_debug(bundle_out: Path, files_dir: Path | None, model_sha256: str) -> 
 
 
 def _install(files_dir: Path, out: Path) -> None:
-    """Rename ``files_dir`` to ``out``, replacing an existing ``out`` with two renames."""
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / out.name)
-        os.replace(files_dir, out)
-        shutil.rmtree(old, ignore_errors=True)
+    """Rename ``files_dir`` to ``out``. An existing ``out`` is swapped with it in one atomic
+    step (Linux ``renameat2(RENAME_EXCHANGE)``), so ``out`` never stops existing; where the
+    system cannot swap, it falls back to two renames (``out`` is then missing for an instant)."""
+    if out.is_dir() and not out.is_symlink():
+        if exchange(files_dir, out):
+            shutil.rmtree(files_dir, ignore_errors=True)  # now the old bundle
+        else:  # pragma: no cover  (not Linux)
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(files_dir, out)
+            shutil.rmtree(old, ignore_errors=True)
     else:
+        if os.path.lexists(out):  # a file or a link (only with --force): removed, never followed
+            os.unlink(out)
         os.replace(files_dir, out)
+    fsync_dir(out.parent)
 
 
 def staging_dir(out: Path) -> Path:

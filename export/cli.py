@@ -1,6 +1,7 @@
 """``kdaliens-export``: lower a run's student to an ExecuTorch, ONNX or LiteRT bundle.
 
     kdaliens-export --target executorch|onnx|litert --run runs/ml100k --out bundles/executorch [--quantize int8|none]
+                    [--sign keys/signing.key] [--bundle-version N]
 
 ``tflite`` is accepted as another name for ``litert``.
 """
@@ -32,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest AUC drop against the reference before the bundle is refused (default 0.002)")
     p.add_argument("--parity-limit", type=int, default=None,
                    help="score only this many held-out requests in the parity gate (default: all)")
+    p.add_argument("--sign", metavar="KEY",
+                   help="sign the manifest (which lists every file's sha256) with this signing.key from "
+                        "kdaliens-keygen; devices then load it with trusted_keys=[signing.pub]")
+    p.add_argument("--bundle-version", type=int, default=None,
+                   help="the version devices pin: a BundleStore refuses to install a lower one (default: the "
+                        "time in seconds, above the version of a bundle already at --out)")
     p.add_argument("--debug", action="store_true",
                    help="also write debugging artifacts (ExecuTorch: model.etrecord, for kdaliens-profile's "
                         "per-operator names) to OUT.debug/ beside the bundle; devices never need them")
@@ -46,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = ExportConfig(args.target, args.quantize, max_candidates=args.max_candidates,
                               tolerance=args.tolerance, parity_limit=args.parity_limit, debug=args.debug)
-        export_bundle(args.run, config, args.out, force=args.force)
+        export_bundle(args.run, config, args.out, force=args.force, sign=args.sign,
+                      bundle_version=args.bundle_version)
     except KdaliensError as e:
         print(f"kdaliens-export: error: {e}", file=sys.stderr)
         return 2

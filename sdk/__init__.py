@@ -5,6 +5,7 @@ imported inside that backend, when it is chosen.
 """
 
 from .bundle import Bundle
+from .bundle_store import BundleStore
 from .errors import BackendUnavailable, BundleError, InputError, KdaliensError
 from .features import (
     CategoricalField,
@@ -24,6 +25,7 @@ __all__ = [
     "BehaviorLog",
     "Bundle",
     "BundleError",
+    "BundleStore",
     "CategoricalField",
     "FeatureEncoder",
     "FeatureSpec",

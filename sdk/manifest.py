@@ -173,6 +173,8 @@ def schema_problems(m: Any, targets: tuple[str, ...], quantizations: tuple[str, 
             c.str_(h, f"artifacts[{name[:60]!r}]", 64, pattern=SHA256_HEX)
         if c.str_(m["model_file"], "model_file") and m["model_file"] not in arts:
             c.fail("model_file", f"{m['model_file']!r} is not among the artifacts")
+        if "canary" in m and c.str_(m["canary"], "canary") and m["canary"] not in arts:
+            c.fail("canary", f"{m['canary']!r} is not among the artifacts")
     else:
         c.str_(m["model_file"], "model_file")
     _signature(c, m["signature"], roles)

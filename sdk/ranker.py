@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 import weakref
@@ -38,6 +39,7 @@ from .features import N_RESERVED, PAD_ID, FeatureEncoder, normalize_token
 from .names import BackendName
 from .readers import SampledColumnReader, SampledEventReader, VersionedItemReader
 from .signature import Role
+from .signing import public_keys
 
 logger = logging.getLogger("kdaliens.sdk")
 
@@ -50,7 +52,9 @@ class RankedList(list):
 
     ``meta`` keys: ``backend``, ``runtime`` (the package and version that ran the model,
     e.g. ``"ai-edge-litert 2.3.0"``), ``fallback`` (bool), ``error`` (str or None),
-    ``n_candidates``, ``n_history``, ``chunks``, ``encode_us``, ``model_us``, ``total_us``.
+    ``n_candidates``, ``n_history``, ``chunks``, ``encode_us``, ``model_us``, ``total_us``;
+    and ``warning`` (one line) when the bundle's origin was not verified (an unsigned
+    bundle, or one loaded without ``trusted_keys``).
     """
 
     meta: dict[str, Any]
@@ -301,11 +305,15 @@ class Ranker:
         self._local = threading.local()  # per-thread candidate input buffers
 
     @classmethod
-    def load(cls, bundle: str | Path | Bundle, backend: str = "auto", threads: int = 1) -> Ranker:
+    def load(cls, bundle: str | Path | Bundle, backend: str = "auto", threads: int = 1,
+             trusted_keys: Iterable[str | os.PathLike | bytes] | None = None) -> Ranker:
         """Verify a bundle and load its model.
 
         Args:
             bundle: a bundle folder (or a loaded :class:`Bundle`).
+            trusted_keys: ``signing.pub`` paths or key bytes; the bundle must be signed by
+                one of them (see :meth:`Bundle.load`). Without them an unsigned bundle
+                loads, and every ``rerank`` says so in ``meta["warning"]``.
             backend: ``"auto"``: the runtime for the bundle's format, and among those
                 installed the cheapest (LiteRT: ai-edge-litert, then tflite-runtime on
                 numpy < 2); ``rerank``'s ``meta["runtime"]`` names it. Or ``"executorch"``,
@@ -313,9 +321,12 @@ class Ranker:
             threads: intra-op threads of the runtime.
 
         Raises:
-            BundleError: the bundle is missing, corrupt, tampered with or unsupported.
+            BundleError: the bundle is missing, corrupt, tampered with or unsupported, or
+                not signed by one of ``trusted_keys``.
             BackendUnavailable: the runtime is not installed (the message names the extra).
-            InputError: an unknown backend, or one that cannot run this bundle's target.
+            InputError: an unknown backend, or one that cannot run this bundle's target;
+                unusable ``trusted_keys``; a loaded :class:`Bundle` whose signature was not
+                checked against ``trusted_keys`` (pass its path instead).
         """
         if backend != "auto":
             try:
@@ -324,7 +335,13 @@ class Ranker:
                 raise InputError(f"backend must be one of {BACKEND_NAMES}, got {backend!r}") from None
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise InputError(f"threads must be a positive int, got {threads!r}")
-        b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        if isinstance(bundle, Bundle):
+            b = bundle
+            if trusted_keys is not None and b.signed_by not in public_keys(trusted_keys):
+                raise InputError(f"bundle {b.path} was loaded without checking its signature against these "
+                                 "trusted_keys; pass its path, or Bundle.load(path, trusted_keys=...)")
+        else:
+            b = Bundle.load(bundle, trusted_keys=trusted_keys)
         own = backend_for_target(b.target)
         name = own if backend == "auto" else backend
         if name != own:
@@ -577,6 +594,8 @@ class Ranker:
         meta: dict[str, Any] = {"backend": self.backend.name, "runtime": self.backend.runtime,
                                 "fallback": False, "error": None,
                                 "n_candidates": len(items), "n_history": 0, "chunks": 0}
+        if self.bundle.warning:
+            meta["warning"] = self.bundle.warning
         if not items:
             meta["total_us"] = (time.perf_counter() - t0) * 1e6
             return RankedList([], meta)

@@ -79,7 +79,8 @@ def test_manifest_schema_and_hashes(bundles):
         assert "history_sampler" not in m  # the sampler's settings are feature_spec.history, stated once
         assert all(i["shape"][1] == "history" for i in m["signature"]["inputs"] if i["role"] == "history")
         assert set(m["source"]["metrics"]) >= {"teacher", "student_kd", "student_kd_int8"}
-        assert set(m["artifacts"]) == {"model.pte"}  # what ships is what runs
+        assert set(m["artifacts"]) == {"model.pte", "canary.json"}  # what ships is what runs, and its canary
+        assert m["canary"] == "canary.json" and isinstance(m["bundle_version"], int)
     bad = dict(m)
     del bad["parity"]
     assert "missing key 'parity'" in validate_manifest(bad)
