@@ -344,8 +344,8 @@ def _zip_reader(data: bytes, where: str):
     try:
         z = zipfile.ZipFile(io.BytesIO(data))
         infos = z.infolist()
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise BundleError(f"{where}: not a bundle zip ({e})") from None
+    except Exception as e:  # noqa: BLE001 - whatever a damaged download makes zipfile raise
+        raise BundleError(f"{where}: not a bundle zip ({type(e).__name__}: {str(e)[:100]})") from None
     if len(infos) > MAX_ARTIFACTS + 2:
         raise BundleError(f"{where}: {len(infos)} entries, over the {MAX_ARTIFACTS + 2} a bundle may hold")
     members: dict[str, zipfile.ZipInfo] = {}
@@ -366,8 +366,8 @@ def _zip_reader(data: bytes, where: str):
         try:
             with z.open(info) as f:
                 out = f.read(limit + 1)
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError) as e:
-            raise BundleError(f"{where}: {name} cannot be unpacked ({e})") from None
+        except Exception as e:  # noqa: BLE001 - bad CRC, zlib errors, encrypted or unknown compression
+            raise BundleError(f"{where}: {name} cannot be unpacked ({type(e).__name__}: {str(e)[:100]})") from None
         if len(out) > limit:
             raise BundleError(f"{where}: {name} unpacks past the {limit:,}-byte limit")
         return out

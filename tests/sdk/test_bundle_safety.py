@@ -215,7 +215,8 @@ def fuzz_base(et_bundle, tmp_path_factory):
     return b, m, [p for p, _ in _paths(m) if p]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("KDALIENS_FUZZ_EXAMPLES", 300)), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzzed_manifests_load_or_raise_bundle_error(fuzz_base, data):
     """Any manifest either loads or raises BundleError: no other exception escapes."""
