@@ -52,7 +52,7 @@ from torch import nn
 from kdaliens.sdk.features import FeatureSpec
 
 from ..config import TeacherConfig
-from . import blocks  # noqa: F401  (registers the default parts)
+from . import blocks, sam  # noqa: F401  (registers the parts: transformer, alien; sam)
 from .layers import INTERACTION_BLOCKS, MLP, SEQUENCE_ENCODERS, FieldEmbedding, history_fields_of
 
 
