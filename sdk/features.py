@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, as_list, describe
 from .fields import (
     N_RESERVED,
     OOV_ID,
@@ -54,8 +54,10 @@ from .fields import (
     Field,
     MultiField,
     NumericField,
+    as_seconds,
     field_from_dict,
     normalize_token,
+    spec_errors,
     stable_hash,
     to_float,
 )
@@ -88,6 +90,10 @@ class FeatureSpec:
             (default: all item fields).
         event_vocab: event kinds in the behaviour log ("click", "5", ...).
         time_gap_boundaries: buckets for the time between an event and the request.
+
+    Raises:
+        InputError: fields, names or values of the wrong type or out of range (also
+            from :meth:`from_dict` and :meth:`from_json`, for a bad dict or JSON text).
     """
 
     user_fields: tuple[Field, ...]
@@ -100,24 +106,28 @@ class FeatureSpec:
     time_gap_boundaries: tuple[float, ...] = DEFAULT_TIME_GAP_BOUNDARIES
 
     def __post_init__(self) -> None:
+        with spec_errors("feature spec"):  # values of the wrong type: InputError, like bad values
+            self._build()
+
+    def _build(self) -> None:
         object.__setattr__(self, "user_fields", tuple(self.user_fields))
         object.__setattr__(self, "item_fields", tuple(self.item_fields))
         object.__setattr__(self, "event_vocab", tuple(str(e) for e in self.event_vocab))
         object.__setattr__(self, "time_gap_boundaries", tuple(float(x) for x in self.time_gap_boundaries))
         names = [f.name for f in self.item_fields]
         if self.item_id_field not in names:
-            raise InputError(f"item_fields must include the item id field {self.item_id_field!r}")
+            raise InputError(f"item_fields must include the item id field {describe(self.item_id_field)}")
         for group in (self.user_fields, self.item_fields):
             seen = [f.name for f in group]
             if len(set(seen)) != len(seen):
-                raise InputError(f"duplicate field names in {seen}")
+                raise InputError(f"duplicate field names in {describe(seen)}")
         if self.history_item_fields is None:
             object.__setattr__(self, "history_item_fields", tuple(names))
         else:
             object.__setattr__(self, "history_item_fields", tuple(self.history_item_fields))
             missing = set(self.history_item_fields) - set(names)
             if missing:
-                raise InputError(f"history_item_fields not among item fields: {sorted(missing)}")
+                raise InputError(f"history_item_fields not among item fields: {describe(missing)}")
         # Built (and so validated) once: a bad event vocabulary or gap boundaries fail here.
         object.__setattr__(self, "_event_field", CategoricalField("event", vocab=self.event_vocab))
         object.__setattr__(self, "_time_gap_field", NumericField("time_gap", boundaries=self.time_gap_boundaries))
@@ -132,10 +142,11 @@ class FeatureSpec:
         return self._time_gap_field  # type: ignore[attr-defined]
 
     def item_field(self, name: str) -> Field:
+        """The item field called ``name``; InputError when there is none."""
         for f in self.item_fields:
             if f.name == name:
                 return f
-        raise KeyError(name)
+        raise InputError(f"no item field named {describe(name)} (the item fields: {[f.name for f in self.item_fields]})")
 
     def with_history(self, history: HistorySpec) -> FeatureSpec:
         """The same fields with other history settings (the teacher's long history)."""
@@ -162,8 +173,8 @@ class FeatureSpec:
         if not isinstance(d, Mapping):
             raise InputError(f"a feature spec must be a JSON object, got {type(d).__name__}")
         version = d.get("format_version", SPEC_FORMAT_VERSION)
-        if version != SPEC_FORMAT_VERSION:
-            raise InputError(f"feature spec format_version {version} is not supported "
+        if type(version) is not int or version != SPEC_FORMAT_VERSION:
+            raise InputError(f"feature spec format_version {describe(version)} is not supported "
                              f"(this SDK reads {SPEC_FORMAT_VERSION})")
         try:
             return cls(
@@ -177,7 +188,11 @@ class FeatureSpec:
                 time_gap_boundaries=tuple(d.get("time_gap_boundaries", DEFAULT_TIME_GAP_BOUNDARIES)),
             )
         except KeyError as e:
-            raise InputError(f"feature spec lacks key {e}") from e
+            raise InputError(f"feature spec lacks key {describe(e.args[0])}") from None
+        except (TypeError, ValueError, OverflowError, AttributeError, IndexError, RecursionError) as e:
+            if isinstance(e, InputError):
+                raise
+            raise InputError(f"bad feature spec: {type(e).__name__}: {str(e)[:200]}") from None
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
@@ -185,9 +200,10 @@ class FeatureSpec:
     @classmethod
     def from_json(cls, text: str) -> FeatureSpec:
         try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as e:
-            raise InputError(f"feature spec is not valid JSON: {e}") from e
+            d = json.loads(text)
+        except (ValueError, TypeError, RecursionError) as e:  # JSONDecodeError is a ValueError
+            raise InputError(f"feature spec is not valid JSON: {type(e).__name__}: {str(e)[:200]}") from None
+        return cls.from_dict(d)
 
 
 def _rows(rows: Any, what: str) -> Sequence[Mapping[str, Any]]:
@@ -203,20 +219,32 @@ def _rows(rows: Any, what: str) -> Sequence[Mapping[str, Any]]:
     return rows
 
 
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
 def past_events(events: Iterable[Mapping[str, Any]], now: float, id_field: str = "item_id"
                 ) -> list[tuple[float, int, Mapping[str, Any]]]:
     """``(ts, index, event)`` of the events before ``now``, by time (ties in the given order).
 
     The order the history sampler's positions refer to. Raises :class:`InputError` for an
-    event without ``id_field`` or a usable ``ts``.
+    event without ``id_field`` or a usable ``ts``, or a ``now`` that is not a number (or NaN).
     """
+    if type(now) is not float:
+        now = as_seconds(now, "now", allow_inf=True)
+    elif now != now:
+        raise InputError("now must be a number of seconds, got nan")
     parsed = []
     for i, e in enumerate(_rows(events, "events")):
         if id_field not in e:
             raise InputError(f"events[{i}] has no {id_field!r}")
         t = to_float(e.get("ts"))
         if not math.isfinite(t):
-            raise InputError(f"events[{i}] has no usable 'ts': {e.get('ts')!r}")
+            raise InputError(f"events[{i}] has no usable 'ts': {describe(e.get('ts'))}")
         if t < now:
             parsed.append((t, i, e))
     parsed.sort(key=lambda p: (p[0], p[1]))
@@ -261,11 +289,18 @@ class FeatureEncoder:
         return out
 
     def encode_items(self, rows: Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-        """Encode item attribute dicts; unknown keys are ignored, missing ones are OOV."""
+        """Encode item attribute dicts; unknown keys are ignored, missing ones are OOV.
+
+        Numbers that cannot be bucketized (NaN, infinities, ints past float range, text
+        that is no number) are OOV too. Raises InputError for rows that are not dicts, or
+        a categorical value that is no token (a list or dict where one value belongs, a
+        lone surrogate, an int of more digits than Python prints): see
+        :func:`~kdaliens.sdk.fields.normalize_token`.
+        """
         return self._encode_rows(self.spec.item_fields, _rows(rows, "items"))
 
     def encode_users(self, rows: Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-        """Encode user attribute dicts; unknown keys are ignored, missing ones are OOV."""
+        """Encode user attribute dicts, as :meth:`encode_items` encodes items (and raises)."""
         return self._encode_rows(self.spec.user_fields, _rows(rows, "users"))
 
     def encode_user(self, features: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
@@ -278,15 +313,21 @@ class FeatureEncoder:
 
     # -- events ---------------------------------------------------------------------
     def encode_events(self, events: Sequence[Any]) -> np.ndarray:
-        """Event kinds -> ids (int64)."""
+        """Event kinds -> ids (int64). Raises InputError for events that are not a list of kinds."""
+        if not isinstance(events, (list, tuple)):
+            events = as_list(events, "events must be a list of event kinds")
         return np.fromiter((self._event.encode_one(e) for e in events), dtype=np.int64, count=len(events))
 
     def encode_time_gaps(self, now: float | np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Seconds between each event and ``now`` (broadcast) -> bucket ids.
 
-        Future events count as 0 s.
+        Future events count as 0 s; a non-finite gap is out of vocabulary. Raises
+        InputError for values that are not numbers, or shapes that do not broadcast.
         """
-        gaps = np.maximum(np.asarray(now, dtype=np.float64) - np.asarray(ts, dtype=np.float64), 0.0)
+        try:
+            gaps = np.maximum(np.asarray(now, dtype=np.float64) - np.asarray(ts, dtype=np.float64), 0.0)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise InputError(f"time gaps need numbers of seconds (now, ts): {str(e)[:200]}") from None
         return self._gap.encode_array(gaps)
 
     def gather_history(
@@ -377,8 +418,17 @@ class FeatureEncoder:
             encoded_items: instead of ``item_attributes``, a function taking the list of
                 needed item ids and returning their encoded fields, as :meth:`encode_items`
                 would (the Ranker keeps encoded items between calls).
+
+        Raises:
+            InputError: ``now`` is not a finite number, an event lacks the item id or a
+                usable ``ts``, ``item_attributes`` is not a dict (or does not return one)
+                of attribute dicts, or a value cannot be encoded.
         """
         idf = self.spec.item_id_field
+        if type(now) is not float or not -math.inf < now < math.inf:
+            now = as_seconds(now, "now")
+        if item_attributes is not None and not callable(item_attributes) and not isinstance(item_attributes, Mapping):
+            raise InputError(f"item_attributes must be a dict or a function, got {type(item_attributes).__name__}")
         parsed = past_events(events, now, idf)
         # Only the events the sampler keeps are encoded. gather_history then sees at most
         # L events, which its sampler keeps whole and in order.
@@ -387,15 +437,18 @@ class FeatureEncoder:
         if encoded_items is not None:
             item_arrays = dict(encoded_items(ids))
         else:
-            if callable(item_attributes):
-                attrs = item_attributes(ids) or {}
-            else:
-                attrs = item_attributes or {}
+            attrs = item_attributes(ids) if callable(item_attributes) else item_attributes
+            if attrs is None:
+                attrs = {}
+            elif not isinstance(attrs, Mapping):
+                raise InputError(f"item_attributes must give a dict of item id -> attributes, got {type(attrs).__name__}")
             rows = []
             for iid in ids:
-                a = attrs.get(iid)
+                a = attrs.get(iid) if _hashable(iid) else None
                 if a is None:
-                    a = attrs.get(normalize_token(iid), {})
+                    a = attrs.get(normalize_token(iid), {})  # InputError for an id that is no token
+                if not isinstance(a, Mapping):
+                    raise InputError(f"item_attributes[{describe(iid)}] must be a dict, got {type(a).__name__}")
                 row = dict(a)
                 row[idf] = iid
                 rows.append(row)

@@ -34,10 +34,11 @@ import numpy as np
 from .backends import backend_for_target, get_backend
 from .backends.base import Backend
 from .bundle import Bundle
-from .errors import InputError, KdaliensError
+from .errors import InputError, KdaliensError, as_list, describe
 from .features import N_RESERVED, PAD_ID, FeatureEncoder, normalize_token
+from .fields import as_seconds
 from .names import BackendName
-from .readers import SampledColumnReader, SampledEventReader, VersionedItemReader
+from .readers import EventReader, ItemReader, SampledColumnReader, SampledEventReader, VersionedItemReader
 from .signature import Role
 from .signing import public_keys
 
@@ -65,15 +66,30 @@ class RankedList(list):
 
 
 _KINDS: dict[tuple[type, type], bool] = {}
+# The methods of each reader protocol: an object is one when it has them all, callable.
+_METHODS: dict[type, tuple[str, ...]] = {
+    ItemReader: ("get_many",),
+    VersionedItemReader: ("get_many", "generation", "get_many_timed", "expired_before"),
+    EventReader: ("events",),
+    SampledEventReader: ("events", "sampled_events"),
+    SampledColumnReader: ("sampled_columns",),
+}
+
+
+def _has_methods(obj: Any, names: tuple[str, ...]) -> bool:
+    try:
+        return all(callable(getattr(obj, name, None)) for name in names)
+    except Exception:  # a __getattr__ of the app's that raises: not a reader
+        return False
 
 
 def _is(obj: Any, protocol: type) -> bool:
-    """isinstance(obj, protocol), memoized per class (a Protocol check costs microseconds,
-    and rerank asks on every call)."""
+    """Whether ``obj`` has the protocol's methods (isinstance of a runtime-checkable
+    Protocol, which also wants them callable), memoized per class: rerank asks on every call."""
     key = (type(obj), protocol)
     known = _KINDS.get(key)
     if known is None:
-        known = _KINDS[key] = isinstance(obj, protocol)
+        known = _KINDS[key] = _has_methods(obj, _METHODS[protocol])
     return known
 
 
@@ -352,12 +368,7 @@ class Ranker:
     @staticmethod
     def _candidate_list(candidates: Any) -> list[Any]:
         """The caller's ids as a list (the container checked, not the ids)."""
-        if candidates is None or isinstance(candidates, (str, bytes, Mapping)):
-            raise InputError(f"candidates must be a list of item ids, got {type(candidates).__name__}")
-        try:
-            return list(candidates)
-        except TypeError as e:
-            raise InputError(f"candidates must be iterable, got {type(candidates).__name__}") from e
+        return as_list(candidates, "candidates must be a list of item ids")
 
     @staticmethod
     def _keys(items: list[Any]) -> list[str]:
@@ -368,7 +379,10 @@ class Ranker:
                 raise InputError(f"candidates[{i}] is not a usable id: {c!r}")
             if not isinstance(c, (str, int, float, np.integer, np.floating, bytes)) or isinstance(c, bool):
                 raise InputError(f"candidates[{i}] must be a string or int id, got {type(c).__name__}")
-            key = normalize_token(c)
+            try:
+                key = normalize_token(c)
+            except InputError as e:  # an int of too many digits, a lone surrogate
+                raise InputError(f"candidates[{i}]: {e}") from None
             if key is None:
                 raise InputError(f"candidates[{i}] is an empty id")
             keys.append(key)
@@ -385,11 +399,35 @@ class Ranker:
         return list(first), np.fromiter(first.values(), dtype=np.int64, count=len(first))
 
     @staticmethod
+    def _check_user(user_id: Any) -> None:
+        """InputError unless ``user_id`` is an id: a non-empty string (valid Unicode) or a number."""
+        if type(user_id) is str and user_id.isascii():  # the common case: no surrogate possible
+            if user_id.strip():
+                return
+        else:
+            try:
+                if normalize_token(user_id) is not None:
+                    return
+            except InputError as e:
+                raise InputError(f"user_id must be a non-empty id: {e}") from None
+        raise InputError(f"user_id must be a non-empty id, got {describe(user_id)}")
+
+    @staticmethod
+    def _check_readers(cache: Any, log: Any) -> None:
+        """InputError unless ``cache`` and ``log`` are None or readers the plain path can use."""
+        if cache is not None and not _is(cache, ItemReader):
+            raise InputError(f"cache must be an ItemCache, or an object with get_many(item_ids) (an ItemReader), "
+                             f"got {type(cache).__name__}")
+        if log is not None and not (_is(log, EventReader) or _is(log, SampledColumnReader)):
+            raise InputError(f"log must be a BehaviorLog, or an object with events(user_id, before) (an EventReader) "
+                             f"or sampled_columns(user_id, before, positions), got {type(log).__name__}")
+
+    @staticmethod
     def _k(k: Any, n: int) -> int:
         if k is None:
             return n
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 0:
-            raise InputError(f"k must be None or an int >= 0, got {k!r}")
+            raise InputError(f"k must be None or an int >= 0, got {describe(k)}")
         return min(int(k), n)
 
     def encode_request(self, history: dict[str, np.ndarray], user: dict[str, np.ndarray],
@@ -527,8 +565,11 @@ class Ranker:
             events = []
         elif _is(log, SampledEventReader):  # only the events the sampler keeps, whatever the log's length
             events = log.sampled_events(user_id, before=now, positions=self.encoder.sampler.positions)
-        else:
+        elif _is(log, EventReader):
             events = log.events(user_id, before=now)
+        else:  # a SampledColumnReader alone: its columns are the kept events
+            ids, kinds, ts = log.sampled_columns(user_id, before=now, positions=self.encoder.sampler.positions)
+            events = [{self._id_field: i, "event": e, "ts": t} for i, e, t in zip(ids, kinds, np.asarray(ts).tolist())]
         # Attributes only for the candidates and the history events the sampler keeps;
         # an ItemCache's items are encoded once and kept (see _EncodedItems).
         if _is_versioned(cache):
@@ -569,28 +610,41 @@ class Ranker:
             user_id: the user whose events in ``log`` make the history.
             candidates: item ids (strings or ints); duplicates keep their first place;
                 ids the model never saw are scored from their cached attributes.
-            cache: an :class:`~kdaliens.sdk.stores.ItemCache` with item attributes
-                (optional: without it items are scored by id alone).
-            log: a :class:`~kdaliens.sdk.stores.BehaviorLog` (optional: without it,
-                or for a new user, the history is empty: cold start).
+            cache: an :class:`~kdaliens.sdk.stores.ItemCache` with item attributes, or
+                any :class:`~kdaliens.sdk.readers.ItemReader` (optional: without it
+                items are scored by id alone).
+            log: a :class:`~kdaliens.sdk.stores.BehaviorLog`, or any
+                :class:`~kdaliens.sdk.readers.EventReader` or ``SampledColumnReader``
+                (optional: without it, or for a new user, the history is empty: cold start).
             user_features: the user's attributes (``age``, ``gender``, ...), optional.
             k: return only the best ``k`` (None: all).
             now: the request time in seconds (default: the current time).
 
         Returns:
             A :class:`RankedList` of ``(item_id, score)``.
+
+        Raises:
+            InputError: a bad argument: ids that are not strings or numbers (or are empty,
+                hold a lone surrogate, or have more digits than Python prints), a ``now``
+                that is not a finite number, a ``k`` that is not an int >= 0, a ``cache``
+                or ``log`` that is not a reader, user features that cannot be encoded; or
+                a bad value read from the stores.
+            StoreError: the cache or the log cannot be read (locked, corrupt, closed).
         """
         t0 = time.perf_counter()
         items = self._candidate_list(candidates)
         k = self._k(k, len(items))
         if user_features is not None and type(user_features) is not dict and not isinstance(user_features, Mapping):
             raise InputError(f"user_features must be a dict or None, got {type(user_features).__name__}")
-        if user_id is None or (isinstance(user_id, str) and not user_id.strip()):
-            raise InputError("user_id must be a non-empty id")
+        if type(user_id) is not str or not user_id.isascii() or not user_id.strip():  # the usual case: skipped
+            self._check_user(user_id)
         if now is None:
             now = time.time()
-        elif not isinstance(now, (int, float)) or not math.isfinite(float(now)):
-            raise InputError(f"now must be a finite number of seconds, got {now!r}")
+        elif type(now) is not float or not -math.inf < now < math.inf:
+            try:
+                now = as_seconds(now, "now")
+            except InputError:
+                raise InputError(f"now must be a finite number of seconds, got {describe(now)}") from None
         meta: dict[str, Any] = {"backend": self.backend.name, "runtime": self.backend.runtime,
                                 "fallback": False, "error": None,
                                 "n_candidates": len(items), "n_history": 0, "chunks": 0}
@@ -604,6 +658,7 @@ class Ranker:
         if (cache is None or _is_versioned(cache)) and (log is None or _is(log, SampledColumnReader)):
             inputs, meta["n_history"], n, firsts = self._fast_inputs(user_id, items, cache, log, user_features, now)
         else:
+            self._check_readers(cache, log)
             uniq, firsts = self._dedupe(self._keys(items))
             n = len(uniq)
             inputs, meta["n_history"] = self._plain_inputs(user_id, uniq, cache, log, user_features, now)

@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, describe
 from .features import normalize_token, past_events
 
 
@@ -128,7 +128,7 @@ class MemoryItems:
 def _key(value: Any) -> str:
     key = normalize_token(value)
     if key is None:
-        raise InputError(f"item_id is missing or empty: {value!r}")
+        raise InputError(f"item_id is missing or empty: {describe(value)}")
     return key
 
 

@@ -23,13 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, KdaliensError
+from .errors import InputError, KdaliensError, describe
 from .features import normalize_token
+from .fields import as_seconds, utf8
 
 #: Layout version this SDK writes. Bump it and append a step to ``_MIGRATIONS`` to change it.
 SCHEMA_VERSION = 1
 
 _BUSY_TIMEOUT_S = 5.0
+_MAX_BUSY_TIMEOUT_S = 2_000_000  # SQLite keeps it in milliseconds, in a 32-bit int
 # Ids per ``IN (...)`` query: below SQLITE_MAX_VARIABLE_NUMBER of every SQLite build (999 before 3.32).
 _CHUNK = 900
 _META_TABLE = "kdaliens_meta"
@@ -69,7 +71,13 @@ if hasattr(os, "register_at_fork"):
 
 
 class StoreError(KdaliensError):
-    """A store file cannot be opened or used: not SQLite, a newer schema, locked too long, closed."""
+    """A store file cannot be opened or used: not SQLite, a newer schema, locked too long, closed.
+
+    The file as a whole is the store's (its pages, its schema and schema version); a bad
+    value in one of its rows, say one that another program wrote (attributes that are not
+    a JSON object, a time that is not a number, text that is not UTF-8), is an
+    :class:`~kdaliens.sdk.errors.InputError` naming the file, like any bad input.
+    """
 
 
 # --------------------------------------------------------------------------------------
@@ -117,7 +125,7 @@ def _read_version(conn: sqlite3.Connection, name: str) -> int:
     try:
         return int(row[0])
     except (TypeError, ValueError):
-        raise StoreError(f"{name}: unreadable kdaliens schema version {row[0]!r}") from None
+        raise StoreError(f"{name}: unreadable kdaliens schema version {describe(row[0])}") from None
 
 
 def _ensure_schema(conn: sqlite3.Connection, name: str) -> None:
@@ -164,36 +172,48 @@ def _rollback(conn: sqlite3.Connection) -> None:
 def _id(value: Any, what: str) -> str:
     if type(value) is str:  # the common case, checked first: every rerank reads the log by user id
         token = value.strip()
-        if token:
+        if token and token.isascii():  # other text is checked for lone surrogates below
             return token
     if isinstance(value, (Mapping, list, tuple, set)):
-        raise InputError(f"{what} must be a string or a number, got {type(value).__name__}: {value!r}")
+        raise InputError(f"{what} must be a string or a number, got {type(value).__name__}: {describe(value)}")
     try:
         token = normalize_token(value)
-    except InputError:
-        raise InputError(f"{what} must be a string or a number, got {type(value).__name__}: {value!r}") from None
+    except InputError as e:
+        if isinstance(value, (str, int, np.integer)):  # the right type, an unusable value: say why
+            raise InputError(f"{what}: {e}") from None
+        raise InputError(f"{what} must be a string or a number, got {type(value).__name__}: {describe(value)}") from None
     if token is None:
-        raise InputError(f"{what} is missing or empty: {value!r}")
+        raise InputError(f"{what} is missing or empty: {describe(value)}")
     return token
 
 
 def _ts(value: Any, what: str = "ts", allow_inf: bool = False) -> float:
-    if type(value) is float and math.isfinite(value):  # the common case first
+    if type(value) is float and -math.inf < value < math.inf:  # the common case first
         return value
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise InputError(f"{what} must be a number of seconds since the epoch, got {type(value).__name__}: {value!r}")
-    f = float(value)
-    if math.isnan(f) or (math.isinf(f) and not allow_inf):
-        raise InputError(f"{what} must be finite, got {value!r}")
-    return f
+    return as_seconds(value, what, allow_inf)
 
 
 def _event(value: Any) -> str:
     if not isinstance(value, str):
-        raise InputError(f"event must be a string, got {type(value).__name__}: {value!r}")
+        raise InputError(f"event must be a string, got {type(value).__name__}: {describe(value)}")
     if not value.strip():
         raise InputError("event must be a non-empty string")
+    if not value.isascii():
+        utf8(value, "event")
     return value
+
+
+def _stored_int(value: Any, what: str, path: str) -> int:
+    """An integer the store wrote (a counter in ``kdaliens_meta`` is text); InputError when
+    another program left something else there."""
+    if type(value) is int:
+        return value
+    if type(value) is str and len(value) < 32:
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    raise InputError(f"{path}: the stored {what} is not an integer: {describe(value)}")
 
 
 def _json_default(value: Any) -> Any:
@@ -201,7 +221,7 @@ def _json_default(value: Any) -> Any:
         return value.tolist()
     if isinstance(value, np.generic):
         return value.item()
-    raise TypeError(f"a value of type {type(value).__name__} is not JSON-serializable: {value!r}")
+    raise TypeError(f"a value of type {type(value).__name__} is not JSON-serializable: {describe(value)}")
 
 
 def _attrs_json(item: Mapping, item_id: str) -> str:
@@ -210,16 +230,25 @@ def _attrs_json(item: Mapping, item_id: str) -> str:
         if key == "item_id":
             continue
         if not isinstance(key, str):
-            raise InputError(f"item {item_id!r}: attribute names must be strings, got {key!r}")
+            raise InputError(f"item {describe(item_id)}: attribute names must be strings, got {describe(key)}")
         attrs[key] = value
     try:
-        return json.dumps(attrs, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_json_default)
-    except ValueError as e:  # NaN / inf (strict JSON has neither) or a circular reference
+        text = json.dumps(attrs, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_json_default)
+    except ValueError as e:  # NaN / inf (strict JSON has neither), a circular reference, an int of too many digits
         raise InputError(
-            f"item {item_id!r}: attributes cannot be stored as JSON ({e}); use None for a missing value"
+            f"item {describe(item_id)}: attributes cannot be stored as JSON ({e}); use None for a missing value"
         ) from None
     except TypeError as e:
-        raise InputError(f"item {item_id!r}: attributes cannot be stored as JSON: {e}") from None
+        raise InputError(f"item {describe(item_id)}: attributes cannot be stored as JSON: {e}") from None
+    except RecursionError:
+        raise InputError(f"item {describe(item_id)}: attributes cannot be stored as JSON: nested too deeply") from None
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(f"item {describe(item_id)}: attributes cannot be stored: they hold a string with a lone "
+                             f"surrogate, which is not valid Unicode (SQLite stores UTF-8)") from None
+    return text
 
 
 def _chunks(seq: list, n: int = _CHUNK) -> Iterator[list]:
@@ -240,12 +269,25 @@ class _Store:
         if isinstance(path, (bytes, bytearray)):
             path = os.fsdecode(path)
         if not isinstance(path, (str, os.PathLike)):
-            raise InputError(f"path must be a file path, got {type(path).__name__}: {path!r}")
+            raise InputError(f"path must be a file path, got {type(path).__name__}: {describe(path)}")
         path = os.fspath(path)
+        if not isinstance(path, str):
+            path = os.fsdecode(path)
         if not path or path == ":memory:" or path.startswith("file:"):
             raise InputError(f"path must name a database file (each thread opens its own connection), got {path!r}")
-        if not (isinstance(busy_timeout, numbers.Real) and busy_timeout >= 0 and math.isfinite(busy_timeout)):
-            raise InputError(f"busy_timeout must be a non-negative number of seconds, got {busy_timeout!r}")
+        try:
+            if "\x00" in path:
+                raise ValueError("a NUL character")
+            self._fs_path = os.fsencode(path)  # what sqlite3 opens: a name of undecodable bytes stays that name
+        except (UnicodeEncodeError, ValueError) as e:
+            raise InputError(f"path {describe(path)} cannot name a file: {e}") from None
+        try:
+            timeout_ok = isinstance(busy_timeout, numbers.Real) and 0 <= float(busy_timeout) <= _MAX_BUSY_TIMEOUT_S
+        except (OverflowError, ValueError):
+            timeout_ok = False
+        if not timeout_ok:
+            raise InputError(f"busy_timeout must be a number of seconds in [0, {_MAX_BUSY_TIMEOUT_S}], "
+                             f"got {describe(busy_timeout)}")
         self.path = path
         self._busy_timeout = float(busy_timeout)
         self._lock = threading.Lock()
@@ -285,7 +327,7 @@ class _Store:
 
     def _open_connection(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(self._fs_path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot open the store ({e})") from e
         try:
@@ -338,9 +380,12 @@ class _Store:
             self._write_lock = _file_lock(self.path)
             self._pid = os.getpid()
 
-    def _store_error(self, e: sqlite3.Error, action: str) -> StoreError:
-        """The StoreError that says what a failed SQLite call means for ``action``."""
+    def _store_error(self, e: sqlite3.Error, action: str) -> KdaliensError:
+        """The StoreError that says what a failed SQLite call means for ``action``; an
+        InputError for a stored value that is not UTF-8 text (another program wrote it)."""
         msg = str(e)
+        if "Could not decode to UTF-8" in msg:
+            return InputError(f"{self.path}: {action}: a stored text value is not UTF-8 ({msg[:200]})")
         if "not a database" in msg or "malformed" in msg:
             return StoreError(f"{self.path}: not a SQLite database, or it is corrupt ({msg})")
         if "locked" in msg or "busy" in msg:

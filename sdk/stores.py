@@ -23,8 +23,15 @@ connections automatically, but open a new object there to be safe.
 
 Schema: the file records its layout version in the ``kdaliens_meta`` table (the host
 app keeps ``PRAGMA user_version`` for itself). A file without kdaliens tables (version
-0) is brought up to :data:`SCHEMA_VERSION` on open; a file of a newer version, or a file
-that is not SQLite, raises :class:`StoreError` naming the file.
+0) is brought up to :data:`SCHEMA_VERSION` on open; a file of a newer version or an
+unreadable one, or a file that is not SQLite, raises :class:`StoreError` naming the file.
+
+Errors: :class:`StoreError` is for the file (cannot be opened, locked too long,
+read-only, corrupt pages, closed); :class:`~kdaliens.sdk.errors.InputError` is for bad
+arguments and for bad values in the rows, such as another program may write into the
+``kdaliens_*`` tables: attributes that are not a JSON object, a time or counter that is
+not a number, text that is not UTF-8. Reads raise it naming the file; rows they do not
+touch still read.
 
 Example:
     >>> import os, tempfile
@@ -52,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, as_list, describe
 from .store_base import (
     _BUSY_TIMEOUT_S,
     _CHUNK,
@@ -65,6 +72,7 @@ from .store_base import (
     _event,
     _id,
     _Store,
+    _stored_int,
     _ts,
 )
 
@@ -75,6 +83,28 @@ __all__ = ["SCHEMA_VERSION", "BehaviorLog", "ItemCache", "StoreError"]
 
 
 _REMOVALS_KEY = "items_removals"  # meta counter: bumped whenever items leave the cache
+_MAX_LIMIT = 2**63 - 1  # SQLite's LIMIT is a 64-bit int; any larger limit is no limit
+
+
+def _texts(values: list[Any], what: str, path: str) -> list[Any]:
+    """``values`` (ids read back), checked to be text: another program may have stored blobs."""
+    for v in values:
+        if type(v) is not str:
+            raise InputError(f"{path}: a stored {what} is not text: {describe(v)}")
+    return values
+
+
+def _check_events(rows: list[tuple], path: str, at: int = 0) -> None:
+    """Event rows read back (``item_id, event, ts`` from column ``at``), as another program may
+    have written them: text ids and kinds, finite times; InputError naming the file otherwise."""
+    for r in rows:
+        item, event, ts = r[at], r[at + 1], r[at + 2]
+        if type(ts) is not float or not -math.inf < ts < math.inf:  # REAL affinity makes every number a float
+            raise InputError(f"{path}: a stored event time (ts) is not a finite number: {describe(ts)}")
+        if type(item) is not str:
+            raise InputError(f"{path}: a stored event's item_id is not text: {describe(item)}")
+        if type(event) is not str:
+            raise InputError(f"{path}: a stored event kind is not text: {describe(event)}")
 
 
 def _bump_counter(conn: sqlite3.Connection, key: str) -> None:
@@ -138,26 +168,34 @@ class ItemCache(_Store):
         if max_items is not None and (
             isinstance(max_items, bool) or not isinstance(max_items, numbers.Integral) or max_items < 1
         ):
-            raise InputError(f"max_items must be a positive integer or None, got {max_items!r}")
+            raise InputError(f"max_items must be a positive integer or None, got {describe(max_items)}")
         if ttl_seconds is not None and (
             isinstance(ttl_seconds, bool)
             or not isinstance(ttl_seconds, numbers.Real)
-            or not math.isfinite(ttl_seconds)
-            or ttl_seconds <= 0
+            or not 0 < _ts(ttl_seconds, "ttl_seconds", allow_inf=True) < math.inf
         ):
-            raise InputError(f"ttl_seconds must be a positive number of seconds or None, got {ttl_seconds!r}")
+            raise InputError(f"ttl_seconds must be a positive number of seconds or None, got {describe(ttl_seconds)}")
         if not callable(clock):
-            raise InputError(f"clock must be callable, got {clock!r}")
+            raise InputError(f"clock must be callable, got {describe(clock)}")
         self.max_items = None if max_items is None else int(max_items)
         self.ttl_seconds = None if ttl_seconds is None else float(ttl_seconds)
         self._clock = clock
         super().__init__(path, busy_timeout)
 
+    def _now(self) -> float:
+        t = self._clock()
+        if type(t) is float and -math.inf < t < math.inf:
+            return t
+        try:
+            return _ts(t, "clock()")
+        except InputError as e:
+            raise InputError(f"{self.path}: the cache's {e}") from None
+
     def expired_before(self) -> float:
         """Items upserted at or before this time are expired (-inf without a TTL)."""
         if self.ttl_seconds is None:
             return -math.inf
-        return float(self._clock()) - self.ttl_seconds
+        return self._now() - self.ttl_seconds
 
     def upsert(self, items: Iterable[Mapping[str, Any]]) -> int:
         """Insert or replace items in one transaction, then apply the TTL and the size bound.
@@ -185,14 +223,14 @@ class ItemCache(_Store):
         rows: list[tuple[str, str]] = []
         for i, item in enumerate(iterator):
             if not isinstance(item, Mapping):
-                raise InputError(f"item #{i} must be a dict, got {type(item).__name__}: {item!r}")
+                raise InputError(f"item #{i} must be a dict, got {type(item).__name__}: {describe(item)}")
             if "item_id" not in item:
-                raise InputError(f"item #{i} has no 'item_id': {dict(item)!r}")
+                raise InputError(f"item #{i} has no 'item_id': {describe(item)}")
             item_id = _id(item["item_id"], f"item #{i}: item_id")
             rows.append((item_id, _attrs_json(item, item_id)))
         if not rows:
             return 0
-        now = float(self._clock())
+        now = self._now()
         with self._write("upsert") as conn:
             base = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM kdaliens_items").fetchone()[0]
             conn.executemany(
@@ -216,14 +254,22 @@ class ItemCache(_Store):
         None when items were removed since (TTL, size bound) or ``state`` is None: then
         everything a reader derived must be rebuilt. The :class:`~kdaliens.sdk.Ranker` uses
         it to re-encode only the items an upsert changed.
+
+        Raises:
+            InputError: ``state`` is not None nor a state this method returned, or the file
+                holds counters that are not integers (another program wrote them).
         """
+        if state is not None and not (type(state) is tuple and len(state) == 3 and all(type(x) is int for x in state)):
+            raise InputError(f"state must be None or a state changes_since returned, got {describe(state)}")
         with self._read("changes_since") as conn:
             conn.execute("BEGIN")
             try:
                 meta = dict(conn.execute(f"SELECT key, value FROM {_META_TABLE} WHERE key IN (?, ?)",
                                          (_GENERATION_KEY, _REMOVALS_KEY)).fetchall())
                 top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM kdaliens_items").fetchone()[0]
-                new_state = (int(meta.get(_GENERATION_KEY, 0)), int(meta.get(_REMOVALS_KEY, 0)), int(top))
+                new_state = (_stored_int(meta.get(_GENERATION_KEY, 0), _GENERATION_KEY, self.path),
+                             _stored_int(meta.get(_REMOVALS_KEY, 0), _REMOVALS_KEY, self.path),
+                             _stored_int(top, "seq", self.path))
                 if state is None or state[1] != new_state[1] or state[2] > new_state[2]:
                     return new_state, None
                 ids = [r[0] for r in conn.execute("SELECT item_id FROM kdaliens_items WHERE seq > ?", (state[2],))]
@@ -236,7 +282,8 @@ class ItemCache(_Store):
 
         Readers that keep derived data (the :class:`~kdaliens.sdk.Ranker` keeps each
         item's encoded ids) compare it to know their copy is current; TTL expiry, which
-        happens without a write, is theirs to check with the items' upsert times.
+        happens without a write, is theirs to check with the items' upsert times. Raises
+        InputError when another program stored a counter that is not an integer.
         """
         conn = self._conn()  # not the _read context manager: the Ranker asks on every call
         try:
@@ -247,7 +294,7 @@ class ItemCache(_Store):
             row = conn.execute(f"SELECT value FROM {_META_TABLE} WHERE key = ?", (_GENERATION_KEY,)).fetchone()
         except sqlite3.Error as e:
             raise self._store_error(e, "generation") from e
-        local.generation = gen = 0 if row is None else int(row[0])
+        local.generation = gen = 0 if row is None else _stored_int(row[0], _GENERATION_KEY, self.path)
         local.generation_token = token
         return gen
 
@@ -283,32 +330,55 @@ class ItemCache(_Store):
                 self._bump_generation(conn)
             return removed
 
-    @staticmethod
-    def _item(item_id: str, attrs: str) -> dict[str, Any]:
+    def _item(self, item_id: str, attrs: str) -> dict[str, Any]:
+        """A row's attributes as a dict; InputError when another program stored something else."""
+        try:
+            value = json.loads(attrs)
+        except (ValueError, TypeError, RecursionError) as e:
+            raise InputError(f"{self.path}: item {describe(item_id)}: the stored attributes are not readable JSON "
+                             f"({type(e).__name__}: {str(e)[:100]})") from None
+        if type(value) is not dict:
+            raise InputError(f"{self.path}: item {describe(item_id)}: the stored attributes are not a JSON object, "
+                             f"got {type(value).__name__}")
         out: dict[str, Any] = {"item_id": item_id}
-        out.update(json.loads(attrs))
+        out.update(value)
         return out
 
+    def _updated(self, item_id: str, t: Any) -> float:
+        if type(t) is not float:  # REAL affinity makes every number a float
+            raise InputError(f"{self.path}: item {describe(item_id)}: the stored upsert time is not a number: "
+                             f"{describe(t)}")
+        return t
+
     def get(self, item_id: Any) -> dict[str, Any] | None:
-        """The attributes of one item (with ``"item_id"``), or None when absent or expired."""
+        """The attributes of one item (with ``"item_id"``), or None when absent or expired.
+
+        Raises:
+            InputError: a bad id, or a stored row that another program left unreadable.
+        """
         key = _id(item_id, "item_id")
         with self._read("get") as conn:
             row = conn.execute(
-                "SELECT attrs FROM kdaliens_items WHERE item_id = ? AND updated_at > ?", (key, self.expired_before())
+                "SELECT attrs, updated_at FROM kdaliens_items WHERE item_id = ? AND updated_at > ?",
+                (key, self.expired_before()),
             ).fetchone()
-        return None if row is None else self._item(key, row[0])
+        if row is None:
+            return None
+        self._updated(key, row[1])
+        return self._item(key, row[0])
 
     def get_many(self, item_ids: Iterable[Any]) -> dict[str, dict[str, Any]]:
         """Canonical id -> attributes for the cached ids, in request order; absent ids are omitted.
 
         One query per 900 ids (SQLite's limit on bound variables), all in one read transaction.
+        Raises InputError for a bad id, or for a row of these ids that another program left
+        unreadable (attributes that are not a JSON object, an upsert time that is not a number).
         """
         return {k: self._item(k, attrs) for k, (attrs, _) in self._fetch(item_ids).items()}
 
     def _fetch(self, item_ids: Iterable[Any]) -> dict[str, tuple[str, float]]:
         """Canonical id -> (attributes JSON, updated_at) of the unexpired cached ids, in request order."""
-        if isinstance(item_ids, (str, bytes, Mapping)):
-            raise InputError(f"get_many takes an iterable of ids, got {type(item_ids).__name__}")
+        item_ids = as_list(item_ids, "get_many takes an iterable of ids")
         keys = list(dict.fromkeys(_id(v, "item_id") for v in item_ids))
         if not keys:
             return {}
@@ -325,7 +395,7 @@ class ItemCache(_Store):
                         " AND updated_at > ?",
                         (*chunk, cutoff),
                     ):
-                        found[item_id] = (attrs, t)
+                        found[item_id] = (attrs, self._updated(item_id, t))
             finally:
                 if conn.in_transaction:
                     conn.execute("COMMIT")
@@ -334,13 +404,13 @@ class ItemCache(_Store):
     def item_ids(self, limit: int | None = None) -> list[str]:
         """Cached (unexpired) ids, most recently upserted first; at most ``limit`` of them."""
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 0):
-            raise InputError(f"limit must be a non-negative integer or None, got {limit!r}")
+            raise InputError(f"limit must be a non-negative integer or None, got {describe(limit)}")
         with self._read("item_ids") as conn:
             rows = conn.execute(
                 "SELECT item_id FROM kdaliens_items WHERE updated_at > ? ORDER BY seq DESC LIMIT ?",
-                (self.expired_before(), -1 if limit is None else int(limit)),
+                (self.expired_before(), -1 if limit is None else min(int(limit), _MAX_LIMIT)),
             ).fetchall()
-        return [r[0] for r in rows]
+        return _texts([r[0] for r in rows], "item_id", self.path)
 
     def __len__(self) -> int:
         with self._read("len") as conn:
@@ -461,7 +531,7 @@ class BehaviorLog(_Store):
             or not isinstance(max_events_per_user, numbers.Integral)
             or max_events_per_user < 1
         ):
-            raise InputError(f"max_events_per_user must be a positive integer or None, got {max_events_per_user!r}")
+            raise InputError(f"max_events_per_user must be a positive integer or None, got {describe(max_events_per_user)}")
         self.max_events_per_user = None if max_events_per_user is None else int(max_events_per_user)
         self._timelines: OrderedDict[str, _Timeline] = OrderedDict()
         self._timelines_lock = threading.Lock()
@@ -488,7 +558,7 @@ class BehaviorLog(_Store):
                 conn.execute(
                     "DELETE FROM kdaliens_events WHERE id IN ("
                     " SELECT id FROM kdaliens_events WHERE user_id = ? ORDER BY ts DESC, id DESC LIMIT -1 OFFSET ?)",
-                    (user, self.max_events_per_user),
+                    (user, min(self.max_events_per_user, _MAX_LIMIT)),
                 )
 
     def append(self, user_id: Any, item_id: Any, event: str = "click", ts: float | None = None) -> None:
@@ -501,7 +571,9 @@ class BehaviorLog(_Store):
             ts: seconds since the epoch; ``time.time()`` when None.
 
         Raises:
-            InputError: an empty id, a non-string event, or a non-finite ``ts``.
+            InputError: an empty id, an id that is neither a string nor a number (or holds
+                a lone surrogate, or is an int of more digits than Python prints), an event
+                that is not a non-empty string, or a ``ts`` that is not a finite number.
             StoreError: the write failed or waited longer than ``busy_timeout`` for another writer.
         """
         row = self._row(user_id, item_id, event, ts)
@@ -524,10 +596,10 @@ class BehaviorLog(_Store):
         clean = []
         for k, r in enumerate(iterator):
             if not isinstance(r, Mapping):
-                raise InputError(f"event #{k} must be a dict, got {type(r).__name__}: {r!r}")
+                raise InputError(f"event #{k} must be a dict, got {type(r).__name__}: {describe(r)}")
             for key in ("user_id", "item_id"):
                 if key not in r:
-                    raise InputError(f"event #{k} has no {key!r}: {dict(r)!r}")
+                    raise InputError(f"event #{k} has no {key!r}: {describe(r)}")
             clean.append(self._row(r["user_id"], r["item_id"], r.get("event", "click"), r.get("ts"), f"event #{k}"))
         if not clean:
             return 0
@@ -542,26 +614,32 @@ class BehaviorLog(_Store):
             user_id: the user.
             before: keep only events with ``ts < before`` (None: all).
             limit: keep only the most recent ``limit`` of those (None: all).
+
+        Raises:
+            InputError: a bad argument, or a stored row of the user's that another program
+                left unreadable (a time that is not a finite number, an id that is not text).
         """
         key = _id(user_id, "user_id")
-        cutoff = math.inf if before is None else _ts(before, "before", allow_inf=True)
+        # Without a cutoff every row is read: one whose ts another program left as text
+        # (which SQLite orders after every number) is then refused, not skipped.
+        where, args = ("user_id = ?", (key,)) if before is None else \
+            ("user_id = ? AND ts < ?", (key, _ts(before, "before", allow_inf=True)))
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 0):
-            raise InputError(f"limit must be a non-negative integer or None, got {limit!r}")
+            raise InputError(f"limit must be a non-negative integer or None, got {describe(limit)}")
         if limit == 0:
             return []
         with self._read("events") as conn:
             if limit is None:
                 rows = conn.execute(
-                    "SELECT item_id, event, ts FROM kdaliens_events WHERE user_id = ? AND ts < ? ORDER BY ts, id",
-                    (key, cutoff),
+                    f"SELECT item_id, event, ts FROM kdaliens_events WHERE {where} ORDER BY ts, id", args
                 ).fetchall()
             else:
                 rows = conn.execute(
-                    "SELECT item_id, event, ts FROM kdaliens_events WHERE user_id = ? AND ts < ?"
-                    " ORDER BY ts DESC, id DESC LIMIT ?",
-                    (key, cutoff, int(limit)),
+                    f"SELECT item_id, event, ts FROM kdaliens_events WHERE {where} ORDER BY ts DESC, id DESC LIMIT ?",
+                    (*args, min(int(limit), _MAX_LIMIT)),
                 ).fetchall()
                 rows.reverse()
+        _check_events(rows, self.path)
         return [{"item_id": i, "event": e, "ts": t} for i, e, t in rows]
 
     def sampled_events(self, user_id: Any, before: float, positions: Callable[[int], np.ndarray]
@@ -585,9 +663,15 @@ class BehaviorLog(_Store):
         write only the new rows are read (by row id), and rows trimmed by
         ``max_events_per_user`` (the oldest, by any process) are dropped. A repeated call
         with nothing new returns the same objects.
+
+        Raises:
+            InputError: a bad argument, or a stored row of the user's that another program
+                left unreadable (a time that is not a finite number, an id that is not text).
         """
         key = _id(user_id, "user_id")
         cutoff = _ts(before, "before", allow_inf=True)
+        if not callable(positions):
+            raise InputError(f"positions must be a function of the event count, got {type(positions).__name__}")
         conn = self._conn()  # not the _read context manager: the Ranker asks on every call
         try:
             token = self._change_token(conn)
@@ -618,6 +702,7 @@ class BehaviorLog(_Store):
             if old is None:
                 rows = conn.execute("SELECT id, item_id, event, ts FROM kdaliens_events WHERE user_id = ?"
                                     " ORDER BY ts, id", (key,)).fetchall()
+                _check_events(rows, self.path, 1)
                 tl = _Timeline.of(rows, token)
             else:
                 # New rows by row id (the rowid range, not the user index: "+user_id");
@@ -627,6 +712,9 @@ class BehaviorLog(_Store):
                                    (old.last_id, key)).fetchall()
                 first = conn.execute("SELECT ts, id FROM kdaliens_events WHERE user_id = ? ORDER BY ts, id LIMIT 1",
                                      (key,)).fetchone()
+                _check_events(new, self.path, 1)
+                if first is not None:
+                    _check_events([("", "", first[0])], self.path)
                 tl = old.updated(new, first, token)
         finally:
             conn.execute("COMMIT")
@@ -640,7 +728,8 @@ class BehaviorLog(_Store):
     def users(self) -> list[str]:
         """Every user with at least one event, sorted."""
         with self._read("users") as conn:
-            return [r[0] for r in conn.execute("SELECT DISTINCT user_id FROM kdaliens_events ORDER BY user_id")]
+            users = [r[0] for r in conn.execute("SELECT DISTINCT user_id FROM kdaliens_events ORDER BY user_id")]
+        return _texts(users, "user_id", self.path)
 
     def __len__(self) -> int:
         with self._read("len") as conn:
