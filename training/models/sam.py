@@ -28,8 +28,11 @@ those states is a memory read of the whole history before it. (A target cannot q
 inside the encoder: at a training slot that would reveal the positive to the negatives
 scored against the same state.)
 
-Memory update: ``m <- LayerNorm(m + W[m, read, m * read])`` (a GRU-style residual update,
-vectorized over slots), starting from the event's own vector.
+Short term: before the memory, one block of exact causal self-attention over the last 32
+events (:class:`LocalAttention`, O(L * 32), no L x L matrix), so the newest events are
+read as precisely as by the transformer. Memory update: ``m <- LayerNorm(m + W[m, read,
+m * read])`` (a GRU-style residual update, vectorized over slots), starting from those
+short-term states.
 """
 
 from __future__ import annotations
@@ -140,6 +143,52 @@ class _MemoryUpdate(nn.Module):
         return self.norm(memory + F.dropout(delta, p, self.training))
 
 
+class LocalAttention(nn.Module):
+    """Pre-norm causal self-attention over the last ``window`` events only, in O(L * window).
+
+    The sequence is cut into blocks of ``window`` slots; each block's queries attend to
+    their own block and the one before it, masked to keys at most ``window - 1`` events
+    back (ALiBi distance penalties, one slope per head), so no L x L matrix is formed.
+    Then a GELU feed-forward, as in the transformer.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float, window: int = 32):
+        super().__init__()
+        from .blocks import alibi_slopes
+
+        self.heads, self.window = heads, window
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.dropout = dropout
+        self.register_buffer("slopes", alibi_slopes(heads), persistent=False)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        H, w = self.heads, self.window
+        n = -(-L // w)
+        pad = n * w - L + w  # one leading block of padding: block 0 has a "previous" block too
+        q, k, v = F.pad(self.qkv(self.norm1(x)), (0, 0, pad, 0)).view(B, n + 1, w, 3, H, D // H).unbind(3)
+        keep = F.pad(mask, (pad, 0)).view(B, n + 1, w)
+        keys = torch.cat([k[:, :-1], k[:, 1:]], 2).permute(0, 3, 1, 2, 4)  # (B, H, n, 2w, Dh)
+        vals = torch.cat([v[:, :-1], v[:, 1:]], 2).permute(0, 3, 1, 2, 4)
+        kmask = torch.cat([keep[:, :-1], keep[:, 1:]], 2)  # (B, n, 2w)
+        qs = q[:, 1:].permute(0, 3, 1, 2, 4)  # (B, H, n, w, Dh)
+        dist = (torch.arange(w, device=x.device)[:, None] + w - torch.arange(2 * w, device=x.device)[None, :])
+        ok = (dist >= 0) & (dist < w)  # (w, 2w): causal, within the window
+        bias = -self.slopes.to(x.device)[:, None, None] * dist.clamp(min=0).to(x.dtype)  # (H, w, 2w)
+        allowed = ok[None, None] & kmask[:, :, None, :]  # (B, n, w, 2w)
+        allowed = allowed | (dist == 0)[None, None]  # a query always sees itself (padding rows stay finite)
+        attn = bias[None, :, None] + torch.zeros_like(allowed, dtype=x.dtype)[:, None].masked_fill(
+            ~allowed[:, None], -math.inf)  # (B, H, n, w, 2w)
+        p = self.dropout if self.training else 0.0
+        a = F.scaled_dot_product_attention(qs, keys, vals, attn_mask=attn, dropout_p=p)  # (B, H, n, w, Dh)
+        a = a.permute(0, 2, 3, 1, 4).reshape(B, n * w, D)[:, n * w - L:]
+        x = x + F.dropout(self.out(a), p, self.training)
+        return x + F.dropout(self.ffn(self.norm2(x)), p, self.training)
+
+
 @register_sequence_encoder("sam")
 class SparseAttentiveMemory(SequenceEncoder):
     """O(L) memory network over the history: ``layers`` memory updates, ``heads`` memory queries.
@@ -156,11 +205,13 @@ class SparseAttentiveMemory(SequenceEncoder):
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         # Starting recency rates from 1e-3 (a flat read of ~1,000s of events) to 0.5 per event.
         rates = torch.logspace(math.log10(1e-3), math.log10(0.5), heads)
+        self.local = LocalAttention(dim, heads, dropout)
         self.updates = nn.ModuleList(_MemoryUpdate(dim, heads, dropout, rates) for _ in range(max(1, layers)))
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, causal: bool, **context: torch.Tensor) -> torch.Tensor:
         m = mask.unsqueeze(-1).to(x.dtype)
+        x = self.local(x, mask) * m  # short term: exact attention over the last 32 events
         memory = x
         for update in self.updates:
             memory = update(x, memory, mask) * m
