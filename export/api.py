@@ -15,11 +15,10 @@ import numpy as np
 from kdaliens.sdk.backends import get_backend
 from kdaliens.sdk.bundle import debug_dir, sha256_file
 from kdaliens.sdk.canary import CANARY_FILE, build_canary
-from kdaliens.sdk.errors import InputError
 from kdaliens.sdk.names import Quantization
 from kdaliens.sdk.signing import load_signing_key
 
-from .bundle import DEBUG_STAGING, check_out, staging_dir, write_bundle, write_debug
+from .bundle import DEBUG_STAGING, check_bundle_version, check_out, staging_dir, write_bundle, write_debug
 from .check import random_requests, self_check
 from .exportable import Exportable, load_exportable
 from .parity import Requests, check_parity, load_requests, torch_runner
@@ -66,9 +65,8 @@ def export_bundle(run_dir: str | Path, target: str | ExportConfig, out: str | Pa
     check_out(Path(out), force)
     if sign is not None:
         load_signing_key(sign)  # fail before minutes of lowering, not after
-    if bundle_version is not None and (not isinstance(bundle_version, int) or isinstance(bundle_version, bool)
-                                       or not 0 <= bundle_version < 1 << 63):
-        raise InputError(f"bundle_version must be an int from 0 to 2**63 - 1, got {bundle_version!r}")
+    if bundle_version is not None:
+        check_bundle_version(bundle_version)
     return _Export(Path(run_dir), config, Path(out), log, force, sign, bundle_version).run()
 
 

@@ -21,7 +21,7 @@ from kdaliens.sdk.errors import BundleError, InputError
 from kdaliens.sdk.fileio import exchange, fsync_dir
 from kdaliens.sdk.signing import SIGNATURE_FILE, load_signing_key, sign_manifest
 
-__all__ = ["FORMAT_VERSION", "check_out", "next_bundle_version", "sha256_file", "sign_bundle", "staging_dir",
+__all__ = ["FORMAT_VERSION", "check_bundle_version", "check_out", "next_bundle_version", "sha256_file", "sign_bundle", "staging_dir",
            "validate_manifest", "write_bundle"]
 
 
@@ -119,12 +119,15 @@ def write_bundle(out: Path, files_dir: Path, manifest: dict[str, Any], force: bo
     return out
 
 
-def _version_arg(bundle_version: int | None, out: Path) -> int:
-    if bundle_version is None:
-        return next_bundle_version(out)
+def check_bundle_version(bundle_version: object) -> int:
+    """``bundle_version`` if it is an int from 0 to 2**63 - 1, else an :class:`InputError`."""
     if not isinstance(bundle_version, int) or isinstance(bundle_version, bool) or not 0 <= bundle_version < 1 << 63:
         raise InputError(f"bundle_version must be an int from 0 to 2**63 - 1, got {bundle_version!r}")
     return bundle_version
+
+
+def _version_arg(bundle_version: int | None, out: Path) -> int:
+    return next_bundle_version(out) if bundle_version is None else check_bundle_version(bundle_version)
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any], key: Any) -> None:
