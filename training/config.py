@@ -158,7 +158,7 @@ class TeacherConfig:
         dim: embedding and model width.
         history_len: events of history the sequence encoder sees (a window).
         attn_len: the newest events each candidate attends to (raw and contextual).
-        seq_encoder: registered sequence encoder ("transformer").
+        seq_encoder: registered sequence encoder ("transformer", "sam", "dumn", "spnn").
         seq_layers / seq_heads: encoder depth and heads over the history.
         interaction: registered interaction block ("alien").
         alien_layers / alien_heads: self-attention across field embeddings (click head).
@@ -171,6 +171,10 @@ class TeacherConfig:
             head. Each trains with the same objective but stops on its own validation
             AUC, which peaks long before the ranking (about a third of the epochs); the
             click logit is the mean over every click snapshot. Ignored on implicit data.
+        purify: with ``seq_encoder="dumn"``, project the implicit-feedback summary
+            orthogonally against the explicit-feedback one (feature purification);
+            False turns it off (the ablation). Ignored by the other encoders and on data
+            without explicit feedback.
     """
 
     dim: int = 32
@@ -187,6 +191,7 @@ class TeacherConfig:
     dropout: float = 0.2
     ensemble: int = 1
     click_members: int = 1
+    purify: bool = True
 
     def __post_init__(self) -> None:
         if self.dim < 1 or self.history_len < 1 or self.attn_len < 1 or self.ensemble < 1:

@@ -24,7 +24,7 @@ ENCODERS = sorted(SEQUENCE_ENCODERS)
 
 
 def test_the_papers_encoders_are_registered():
-    assert {"transformer", "sam"} <= set(SEQUENCE_ENCODERS)
+    assert {"transformer", "sam", "dumn", "spnn"} <= set(SEQUENCE_ENCODERS)
 
 
 @pytest.mark.parametrize("name", ENCODERS)
@@ -147,3 +147,93 @@ def test_kdaliens_train_with_sam(tmp_path):
     assert cfg["teacher"]["seq_encoder"] == "sam"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["teacher"]["ranking"]["hr@10"] > 0.2
+
+
+def _dumn_inputs(B=2, L=30, D=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(B, L, dtype=torch.bool)
+    mask[0, :9] = False
+    m = mask.unsqueeze(-1).float()
+    return (torch.randn(B, L, D, generator=g) * m, mask, torch.randn(B, L, D, generator=g) * m,
+            torch.randn(B, L, D, generator=g) * m)
+
+
+def test_dumn_purification_is_an_orthogonal_projection():
+    from kdaliens.training.models.dumn import purify
+
+    g = torch.Generator().manual_seed(0)
+    h_imp, h_exp = torch.randn(5, 7, 16, generator=g), torch.randn(5, 7, 16, generator=g)
+    pure = purify(h_imp, h_exp)
+    assert (pure * h_exp).sum(-1).abs().max() < 1e-4  # nothing left along the explicit direction
+    # What was removed lies along h_exp: h_imp = pure + c * h_exp.
+    c = (h_imp - pure) / h_exp
+    assert torch.allclose(c, c[..., :1].expand_as(c), atol=1e-3)
+    assert torch.equal(purify(h_imp, torch.zeros_like(h_exp)), h_imp)  # no explicit signal: unchanged
+
+    torch.manual_seed(0)
+    x, mask, imp, exp = _dumn_inputs()
+    for on in (True, False):
+        enc = SEQUENCE_ENCODERS["dumn"](16, 1, 2, 0.0, purify=on).eval()
+        with torch.no_grad():
+            enc(x, mask, True, implicit=imp, explicit=exp)
+        h_i, h_e, interest = enc.last_summaries
+        cos = torch.nn.functional.cosine_similarity(interest, h_e, dim=-1)[mask]
+        if on:
+            assert cos.abs().max() < 1e-4
+        else:
+            assert torch.equal(interest, h_i) and cos.abs().max() > 1e-2
+
+
+def test_teacher_passes_purify_and_explicit_feedback_to_dumn(prep):
+    cfg = merge(tiny_config(), None, ["teacher.seq_encoder=dumn", "teacher.purify=false"])
+    c = Context(prep, cfg)
+    model = TeacherRanker(c.t_spec, cfg.teacher)
+    assert model.explicit and model.sequence.purify is False
+    assert TeacherRanker(c.t_spec, merge(tiny_config(), None, ["teacher.seq_encoder=dumn"]).teacher).sequence.purify
+
+
+def test_dumn_says_when_there_is_no_explicit_feedback(caplog, monkeypatch):
+    import dataclasses
+    import logging
+
+    from kdaliens.sdk.features import CategoricalField, FeatureSpec
+    from kdaliens.training.config import TeacherConfig
+    from kdaliens.training.data.preprocess import IMPLICIT_EVENT
+    from kdaliens.training.models import dumn
+
+    monkeypatch.setattr(dumn, "_warned", set())
+    x, mask, imp, exp = _dumn_inputs()
+    enc = SEQUENCE_ENCODERS["dumn"](16, 1, 2, 0.0).eval()
+    with caplog.at_level(logging.WARNING, logger="kdaliens.training"):
+        with torch.no_grad():
+            enc(x, mask, True, implicit=imp, explicit=exp)
+            assert not caplog.records
+            y = enc(x, mask, True, implicit=imp)  # no explicit feedback: said once, runs unpurified
+            enc(x, mask, True)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 1 and "no explicit feedback" in msgs[0]
+    assert torch.isfinite(y).all()
+    h_i, h_e, interest = enc.last_summaries
+    assert h_e is None and torch.equal(interest, h_i)
+    # A teacher on implicit data (the event vocabulary is only the implicit token) passes none.
+    spec = FeatureSpec(user_fields=(), item_fields=(CategoricalField("item_id", vocab=("a", "b")),),
+                       event_vocab=(IMPLICIT_EVENT,))
+    teacher = TeacherRanker(spec, dataclasses.replace(TeacherConfig(), seq_encoder="dumn", history_len=8))
+    assert not teacher.explicit
+
+
+def test_spnn_feature_importance_sums_to_one():
+    torch.manual_seed(0)
+    enc = SEQUENCE_ENCODERS["spnn"](16, 1, 2, 0.0).eval()
+    x, mask, _, _ = _dumn_inputs()
+    fields = torch.randn(2, 30, 4, 16) * mask[..., None, None]
+    with torch.no_grad():
+        y = enc(x, mask, True, fields=fields, time=torch.randn(2, 30, 16))
+    w = enc.last_importance
+    assert w.shape == (2, 30, 2, 4) and (w >= 0).all()
+    assert torch.allclose(w.sum(-1), torch.ones(2, 30, 2), atol=1e-5)
+    assert w.std() > 0  # the weights differ by feature and event, not a plain mean
+    assert y.shape == (2, 30, 16) and (y[0, :9] == 0).all()
+    with torch.no_grad():  # without context, x is the one feature
+        enc(x, mask, True)
+    assert torch.allclose(enc.last_importance, torch.ones(2, 30, 2, 1))

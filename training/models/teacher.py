@@ -6,8 +6,9 @@ path the device student has, wider and over a longer history, plus the KD-ALIENS
 
 * **history**: each event is its item vector plus its event token (the rating, for
   explicit data) and the time since the previous event. A causal sequence encoder
-  (the ``transformer`` by default: self-attention with ALiBi distance penalties) turns
-  the last ``history_len`` events into contextual states;
+  (the ``transformer`` by default: self-attention with ALiBi distance penalties; or
+  ``sam``, ``dumn``, ``spnn``) turns the last ``history_len`` events into contextual
+  states; it also gets each event's parts as context (:meth:`TeacherRanker.encode_events`);
 * **user side**, per query position: the user's fields, the mean of the history so far,
   the newest event, the newest contextual state and the query gap (time from the
   newest event to the request) go through one projection into a user vector ``u``;
@@ -52,7 +53,8 @@ from torch import nn
 from kdaliens.sdk.features import FeatureSpec
 
 from ..config import TeacherConfig
-from . import blocks, sam  # noqa: F401  (registers the parts: transformer, alien; sam)
+from ..data.preprocess import IMPLICIT_EVENT
+from . import blocks, dumn, sam, spnn  # noqa: F401  (registers the parts: transformer, alien; sam, dumn, spnn)
 from .layers import INTERACTION_BLOCKS, MLP, SEQUENCE_ENCODERS, FieldEmbedding, history_fields_of
 
 
@@ -146,7 +148,11 @@ class TeacherRanker(nn.Module):
         self.age_key = nn.Embedding(spec.time_gap_field.cardinality, d, padding_idx=0)
         self.in_norm = nn.LayerNorm(d)
         self.drop = nn.Dropout(cfg.dropout)
-        self.sequence = SEQUENCE_ENCODERS[cfg.seq_encoder](d, cfg.seq_layers, cfg.seq_heads, cfg.dropout)
+        # Explicit feedback: event tokens other than the implicit one (ratings, click/view).
+        self.explicit = bool(set(spec.event_vocab) - {IMPLICIT_EVENT})
+        encoder = SEQUENCE_ENCODERS[cfg.seq_encoder]
+        options = {k: getattr(cfg, k) for k in getattr(encoder, "config_options", ())}  # e.g. DUMN's purify
+        self.sequence = encoder(d, cfg.seq_layers, cfg.seq_heads, cfg.dropout, **options)
         n_user_parts = 5 if self.users is not None else 4
         self.user_proj = nn.Linear(n_user_parts * d, d)
         self.ctx_q, self.ctx_k, self.ctx_v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
@@ -176,13 +182,25 @@ class TeacherRanker(nn.Module):
         return self.users(arrays, "user_") if self.users is not None else None
 
     def encode_events(self, arrays: dict[str, torch.Tensor], prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """History (B, L) -> raw event vectors (B, L, D) and contextual states (B, L, D)."""
+        """History (B, L) -> raw event vectors (B, L, D) and contextual states (B, L, D).
+
+        The encoder gets ``x`` (the normalized event vectors) and, as context, the parts
+        of each event (all zero at padding): ``implicit`` the item vectors (B, L, D),
+        ``explicit`` the event-token embeddings (B, L, D; only on data with explicit
+        feedback, e.g. ratings), ``time`` the time-gap embeddings (B, L, D) and ``fields``
+        (B, L, F, D) the item's field embeddings, the event token and the gap embedding.
+        """
         mask = arrays[prefix + "mask"]
         m = mask.unsqueeze(-1).to(torch.float32)
-        _, iv = self.items({n: arrays[prefix + n] for n in self.hist_fields}, "")  # (B, L, D)
-        raw = (iv + self.event_emb(arrays[prefix + "event"]) + self.gap_emb(arrays[prefix + "gap"])) * m
+        fv, iv = self.items({n: arrays[prefix + n] for n in self.hist_fields}, "")  # (B, L, Fi, D), (B, L, D)
+        ev, gv = self.event_emb(arrays[prefix + "event"]), self.gap_emb(arrays[prefix + "gap"])
+        raw = (iv + ev + gv) * m
         x = self.drop(self.in_norm(raw)) * m
-        return raw, self.sequence(x, mask, True)
+        context = {"implicit": iv * m, "time": gv * m,
+                   "fields": torch.cat([fv, ev.unsqueeze(2), gv.unsqueeze(2)], 2) * m.unsqueeze(-1)}
+        if self.explicit:
+            context["explicit"] = ev * m
+        return raw, self.sequence(x, mask, True, **context)
 
     def user_vectors(self, raw: torch.Tensor, states: torch.Tensor, mask: torch.Tensor, query_gap: torch.Tensor,
                      user_fields: torch.Tensor | None) -> torch.Tensor:
