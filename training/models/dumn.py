@@ -38,13 +38,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import SequenceEncoder, register_sequence_encoder
-from .sam import prefix_read
+from .sam import recency_read
 
 log = logging.getLogger("kdaliens.training")
 
-_SCORE_CAP = 20.0  # soft cap on read scores (tanh), before the recency term (prefix_read's range)
-_MAX_RATE = 1.0  # recency penalty per event, at most
-_PAD_SCORE = -1.0e4
 _EPS = 1e-6
 _warned: set[str] = set()
 
@@ -94,11 +91,7 @@ class _CausalRead(nn.Module):
         else:
             s = torch.einsum("blhd,hd->bhl", self.key(key_in).view(B, L, H, self.dk), self.queries)
             v = self.value(value_in).view(B, L, H, -1).transpose(1, 2)
-        s = _SCORE_CAP * torch.tanh(s / (math.sqrt(self.dk) * _SCORE_CAP))
-        pos = torch.arange(L, device=s.device, dtype=s.dtype)
-        s = s + self.log_rate.exp().clamp(max=_MAX_RATE)[:, None] * pos
-        s = s.masked_fill(~mask[:, None, :], _PAD_SCORE)
-        return prefix_read(s, v)
+        return recency_read(s / math.sqrt(self.dk), v, mask, self.log_rate)
 
 
 def _heads_to_dim(r: torch.Tensor) -> torch.Tensor:

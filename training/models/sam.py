@@ -131,16 +131,24 @@ class _MemoryUpdate(nn.Module):
         keys = (self.key_event(x) + self.key_memory(memory)).view(B, L, H, Dh).transpose(1, 2)  # (B, H, L, Dh)
         values = self.value(x).view(B, L, H, Dh).transpose(1, 2)
         s = torch.einsum("bhld,hd->bhl", keys, self.queries) / math.sqrt(Dh)
-        s = _SCORE_CAP * torch.tanh(s / _SCORE_CAP)
-        pos = torch.arange(L, device=x.device, dtype=s.dtype)
-        s = s + self.log_rate.exp().clamp(max=_MAX_RATE)[:, None] * pos  # `rate` per event of distance
-        s = s.masked_fill(~mask[:, None, :], _PAD_SCORE)
-        reads = prefix_read(s, values)  # (B, H, L, Dh)
+        reads = recency_read(s, values, mask, self.log_rate)  # (B, H, L, Dh)
         w = torch.softmax(self.mix(memory), dim=-1)  # (B, L, H): the slot's own mix of the queries
         read = (reads.permute(0, 2, 1, 3) * w.unsqueeze(-1)).reshape(B, L, D) * H
         p = self.dropout if self.training else 0.0
         delta = self.update(torch.cat([memory, read, memory * read], dim=-1))
         return self.norm(memory + F.dropout(delta, p, self.training))
+
+
+def recency_read(scores: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, log_rate: torch.Tensor
+                 ) -> torch.Tensor:
+    """Every causal prefix read by per-head queries with a recency rate: the scores
+    (B, H, L) are soft-capped, get ``rate * position`` (a penalty of ``rate`` per event of
+    distance; ``log_rate`` (H,), the rate at most 1), padding gets no weight, then
+    :func:`prefix_read` of ``values`` (B, H, L, E)."""
+    s = _SCORE_CAP * torch.tanh(scores / _SCORE_CAP)
+    pos = torch.arange(scores.shape[-1], device=scores.device, dtype=s.dtype)
+    s = s + log_rate.exp().clamp(max=_MAX_RATE)[:, None] * pos
+    return prefix_read(s.masked_fill(~mask[:, None, :], _PAD_SCORE), values)
 
 
 class LocalAttention(nn.Module):
