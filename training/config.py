@@ -175,6 +175,12 @@ class TeacherConfig:
             orthogonally against the explicit-feedback one (feature purification);
             False turns it off (the ablation). Ignored by the other encoders and on data
             without explicit feedback.
+        match_history: give each candidate what an exact search of the whole history
+            finds about it (a hard search, as in SIM): how often it occurs among the
+            ``history_len`` events, how many events back its newest occurrence is, and
+            that occurrence's event token (its rating). O(log L) per candidate. Worth it on
+            logs where items come back (re-consumption, long-range repeats); inert when
+            they never do (ML-100K rates each movie once).
     """
 
     dim: int = 32
@@ -192,6 +198,7 @@ class TeacherConfig:
     ensemble: int = 1
     click_members: int = 1
     purify: bool = True
+    match_history: bool = False
 
     def __post_init__(self) -> None:
         if self.dim < 1 or self.history_len < 1 or self.attn_len < 1 or self.ensemble < 1:

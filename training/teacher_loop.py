@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batches import NegativeSampler, band_ages, teacher_windows
+from .batches import HistoryMatches, NegativeSampler, band_ages, teacher_windows
 from .evaluation import evaluate, teacher_scorer
 from .loop import Context, DistEnv, FitResult, FitSpec, Log, Track, fit, set_seed
 from .models.teacher import Teacher, TeacherRanker
@@ -39,7 +39,8 @@ class TeacherObjective(nn.Module):
         self.ctx = ctx
 
     def forward(self, batch: dict[str, torch.Tensor], neg_rows: torch.Tensor, cat_rows: torch.Tensor | None,
-                band_age: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                band_age: torch.Tensor, matches: tuple[torch.Tensor, ...] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         m, ctx = self.teacher, self.ctx
         wp = m.encode_windows(batch)
         sel = batch["tgt_train"]  # (B, L) slots that train their target
@@ -51,7 +52,8 @@ class TeacherObjective(nn.Module):
         cv = torch.cat([tv[:, None], nv], dim=1)  # (P, 1 + K, D), target first
         bias = torch.cat([m.item_logit_bias(t_arrays, "c_")[:, None], m.item_logit_bias(n_arrays, "c_")], dim=1)
         a_raw, a_ctx = m.attend(cv, wp.bands(band_age.shape[1], sel, band_age))
-        logits = m.interaction_logits(cv, bias, user, a_raw, a_ctx)
+        match = m.match_vectors(*matches) if matches is not None else None
+        logits = m.interaction_logits(cv, bias, user, a_raw, a_ctx, match)
         zeros = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
         sampled = F.cross_entropy(logits, zeros)
         catalogue = self._catalogue_ce(user, tv, bias[:, 0], tgt, cat_rows)
@@ -126,11 +128,12 @@ def _train_member(ctx: Context, env: DistEnv, log: Log, deadline: float | None, 
     negs = NegativeSampler(ctx.prep, seed + 7 + env.rank, ctx.train_end)
     n_items = ctx.prep.n_items
     use_cat = train_cfg.teacher_catalogue_weight > 0
+    finder = HistoryMatches(ctx.prep, ctx.t_spec.item_id_field) if cfg.teacher.match_history else None
     full_cat = torch.arange(n_items, device=ctx.device) if n_items <= train_cfg.teacher_catalogue_items else None
 
     def steps(wrapped: nn.Module, epoch: int) -> Iterator[tuple[torch.Tensor, dict]]:
         for rows in win.batches(train_cfg.teacher_batch, rng, rank=env.rank, world=env.world):
-            arrays, _ = win.batch(rows)
+            arrays, tgt_ev = win.batch(rows)
             sel = arrays["tgt_train"]
             ages = band_ages(ctx.t_enc, ctx.prep.ev_ts, win.inputs(rows), sel, min(model.k, sel.shape[1]))
             per_window = sel.sum(1)
@@ -140,8 +143,13 @@ def _train_member(ctx: Context, env: DistEnv, log: Log, deadline: float | None, 
             if use_cat:
                 cat = full_cat if full_cat is not None else torch.from_numpy(
                     rng.choice(n_items, size=train_cfg.teacher_catalogue_items, replace=False)).to(ctx.device)
+            matches = None
+            if finder is not None:  # the target and the sampled items, in the whole history before the target
+                cands = np.concatenate([arrays["tgt_row"][sel][:, None], neg], axis=1)
+                matches = tuple(torch.from_numpy(a).to(ctx.device)
+                                for a in finder.lookup(tgt_ev[sel], cands, cfg.teacher.history_len))
             sampled, catalogue, click = wrapped(ctx.tensors(arrays), torch.from_numpy(neg).to(ctx.device), cat,
-                                                torch.from_numpy(ages).to(ctx.device))
+                                                torch.from_numpy(ages).to(ctx.device), matches)
             loss = (train_cfg.hard_interaction_weight * (sampled + train_cfg.teacher_catalogue_weight * catalogue)
                     + train_cfg.hard_click_weight * click)
             yield loss, {"inter": sampled.detach(), "cat": catalogue.detach(), "click": click.detach()}

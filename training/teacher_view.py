@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .batches import teacher_windows
+from .batches import HistoryMatches, teacher_windows
 from .loop import Context
 from .models.teacher import Bands, Teacher, TeacherRanker
 
@@ -104,6 +104,7 @@ class TeacherView:
         self.click_nets = [(n, store_of(n)) for n in click] if "click" in heads else []
         first = (self.rank or self.click_nets)[0][1]
         self.has = first.has
+        self.finder = HistoryMatches(ctx.prep, ctx.t_spec.item_id_field) if any(n.match for n, _ in self.rank) else None
         self.starts = torch.from_numpy(ctx.prep.user_offsets[ctx.prep.ev_user]).to(self.device)
         self.ev_user = torch.from_numpy(ctx.prep.ev_user).to(self.device)
 
@@ -133,11 +134,19 @@ class TeacherView:
     def interaction(self, events: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
         """Interaction logits (B, C) of catalogue rows ``cands`` at target ``events`` (B,)."""
         arrays = self.ctx.items_at(cands, "c_")
-        out = []
+        out, found = [], {}
         for net, store in self.rank:
             _, cv = net.item_vectors(arrays, "c_")
             a_raw, a_ctx = net.attend(cv, self.bands(net, store, events))
-            out.append(net.interaction_logits(cv, net.item_logit_bias(arrays, "c_"), store.user[events], a_raw, a_ctx))
+            match = None
+            if net.match:
+                L = net.cfg.history_len
+                if L not in found:
+                    found[L] = tuple(torch.from_numpy(a).to(events.device) for a in self.finder.lookup(
+                        events.cpu().numpy(), cands.cpu().numpy(), L))
+                match = net.match_vectors(*found[L])
+            out.append(net.interaction_logits(cv, net.item_logit_bias(arrays, "c_"), store.user[events], a_raw, a_ctx,
+                                              match))
         return torch.stack(out).mean(0)
 
     @torch.no_grad()

@@ -15,9 +15,11 @@ path the device student has, wider and over a longer history, plus the KD-ALIENS
 * **candidate side**, per candidate ``c`` (its item vector ``v``): dot attention from
   ``v`` over the newest ``attn_len`` raw events (with their rating tokens, their
   recency and their age at the request), as the student does, and learned attention
-  over the same events' contextual states;
+  over the same events' contextual states; with ``match_history``, also what an exact
+  search of the whole history finds about ``c`` (how often, how many events back, with
+  which rating), ``m``;
 * **interaction** logit (will the user interact with ``c`` next; ranks any item):
-  ``v . u + bias(c) + MLP([v, a_raw, v*a_raw, a_ctx, v*a_ctx, u])``;
+  ``v . u + bias(c) + MLP([v, a_raw, v*a_raw, a_ctx, v*a_ctx, u, m])``;
 * **click** logit (given an interaction, is it a click): the ALIEN block (multi-head
   self-attention across fields) over the user's fields, the candidate's fields and the
   ``a_raw``, ``a_ctx`` and ``u`` vectors, then an MLP.
@@ -50,7 +52,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from kdaliens.sdk.features import FeatureSpec
+from kdaliens.sdk.features import OOV_ID, FeatureSpec
 
 from ..config import TeacherConfig
 from ..data.preprocess import IMPLICIT_EVENT
@@ -70,6 +72,10 @@ class ItemTower(nn.Module):
     def forward(self, arrays: dict[str, torch.Tensor], prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.fields(arrays, prefix)  # (..., F, D)
         return f, self.proj(f.flatten(-2))  # (..., D)
+
+
+MATCH_COUNTS = 8  # occurrences of a candidate in the history: 0..6, and 7 or more
+MATCH_LAGS = 64  # 0: no occurrence; else 1 + floor(4 log2(events back)): 4 buckets an octave
 
 
 def last_band(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -165,6 +171,14 @@ class TeacherRanker(nn.Module):
         self.item_bias = nn.Embedding(spec.item_field(spec.item_id_field).cardinality, 1)
         nn.init.zeros_(self.item_bias.weight)
         self.interaction = INTERACTION_BLOCKS[cfg.interaction](d, cfg.alien_layers, cfg.alien_heads, cfg.dropout)
+        self.match = bool(cfg.match_history)
+        if self.match:  # what an exact search of the history finds about each candidate
+            self.match_count = nn.Embedding(MATCH_COUNTS, d)
+            self.match_lag = nn.Embedding(MATCH_LAGS, d)
+            self.match_event = nn.Embedding(spec.event_field.cardinality, d)
+            for emb in (self.match_count, self.match_lag, self.match_event):
+                nn.init.normal_(emb.weight, std=0.02)
+            self.rank_match = nn.Linear(d, hidden, bias=False)
         n_fields = len(spec.user_fields) + len(spec.item_fields) + 3
         self.click_head = MLP(n_fields * d, cfg.mlp, 1, cfg.dropout)
         self.scale = 1.0 / math.sqrt(d)
@@ -234,11 +248,37 @@ class TeacherRanker(nn.Module):
         a_ctx = torch.bmm(torch.softmax(s.masked_fill(blocked, -1e4), -1) * (~blocked), bands.value)
         return a_raw, a_ctx
 
+    def match_vectors(self, count: torch.Tensor, lag: torch.Tensor, event: torch.Tensor) -> torch.Tensor:
+        """History matches (N, C) (see :class:`~kdaliens.training.batches.HistoryMatches`) -> (N, C, D)."""
+        lag_f = lag.clamp(min=1).to(torch.float32)
+        lag_bucket = torch.where(lag > 0, 1 + torch.floor(4 * torch.log2(lag_f)).long(), torch.zeros_like(lag))
+        return (self.match_count(count.clamp(max=MATCH_COUNTS - 1)) + self.match_lag(lag_bucket.clamp(max=MATCH_LAGS - 1))
+                + self.match_event(event))
+
+    def request_matches(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Match vectors (B, N, D) of ``cand_*`` in the request histories ``hist_*`` (None when off)."""
+        if not self.match:
+            return None
+        idf = self.spec.item_id_field
+        hist, mask = batch["hist_" + idf], batch["hist_mask"].bool()
+        cand = batch["cand_" + idf]
+        eq = (cand.unsqueeze(-1) == hist.unsqueeze(1)) & mask.unsqueeze(1) & (cand > OOV_ID).unsqueeze(-1)  # (B, N, L)
+        count = eq.sum(-1)
+        L = hist.shape[1]
+        last = torch.where(eq, torch.arange(L, device=hist.device), -1).amax(-1)  # newest slot, -1: none
+        found = count > 0
+        lag = torch.where(found, L - last, 0)
+        event = torch.where(found, batch["hist_event"].gather(1, last.clamp(min=0)), 0)
+        return self.match_vectors(count, lag, event)
+
     def interaction_logits(self, v: torch.Tensor, bias: torch.Tensor, user: torch.Tensor, a_raw: torch.Tensor,
-                           a_ctx: torch.Tensor) -> torch.Tensor:
-        """v (N, C, D), bias (N, C), user (N, D), attention outputs (N, C, D) -> (N, C)."""
+                           a_ctx: torch.Tensor, match: torch.Tensor | None = None) -> torch.Tensor:
+        """v (N, C, D), bias (N, C), user (N, D), attention outputs (N, C, D), history
+        matches (N, C, D; with ``match_history``) -> (N, C)."""
         x = torch.cat([v, a_raw, v * a_raw, a_ctx, v * a_ctx], dim=-1)  # (N, C, 5D)
         h = self.rank_in(x) + self.rank_user(user).unsqueeze(1)  # (N, C, H)
+        if match is not None:
+            h = h + self.rank_match(match)
         dot = torch.bmm(v, user.unsqueeze(-1)).squeeze(-1)  # (N, C)
         return dot + bias + self.rank_out(h).squeeze(-1)
 
@@ -275,7 +315,8 @@ class TeacherRanker(nn.Module):
         user, bands, uf = self.request_bands(batch)
         cf, cv = self.item_vectors(batch, "cand_")  # (B, N, Fi, D), (B, N, D)
         a_raw, a_ctx = self.attend(cv, bands)
-        out = {"interaction": self.interaction_logits(cv, self.item_logit_bias(batch, "cand_"), user, a_raw, a_ctx),
+        out = {"interaction": self.interaction_logits(cv, self.item_logit_bias(batch, "cand_"), user, a_raw, a_ctx,
+                                                      self.request_matches(batch)),
                "user": user, "att": a_raw}
         if with_click:
             out["click_logit"] = self.click_logits(cf, uf, user, a_raw, a_ctx)
