@@ -80,7 +80,7 @@ def size_bytes(model: nn.Module, int8: bool, recipe=None) -> int:
     return int(total)
 
 
-def _config_hash(cfg: RunConfig, data: str) -> str:
+def config_hash(cfg: RunConfig, data: str) -> str:
     return hashlib.sha256((cfg.to_json() + "|" + str(data)).encode()).hexdigest()[:16]
 
 
@@ -108,7 +108,7 @@ class _Run:
         device = resolve_device(cfg.train.device, env)
         prep = load_prepared(data, cfg.data, cfg.split, verbose=env.main)
         self.ctx = Context(prep, cfg, device)
-        self.chash = _config_hash(cfg, data)
+        self.chash = config_hash(cfg, data)
         self.metrics: dict[str, dict] = {}
         self.history: dict[str, list] = {}
         if env.main:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kdaliens.sdk.errors import InputError
-from kdaliens.training.data import load_dataset
+from kdaliens.training.data import load_dataset, load_prepared
 from kdaliens.training.data.long_history import (
     INTEREST,
     NOISE,
@@ -176,3 +176,14 @@ def test_long_history_beats_last_50(log):
     assert r["full"] > r["last_window"] + 0.02
     # The gain comes from the long-range repeats the last 50 events cannot see.
     assert r["full@repeat"] > 0.5 > r["last_window@repeat"] + 0.2
+
+
+def test_data_folder_writes_once_and_loads(tmp_path):
+    from kdaliens.training.data.long_history import data_folder
+
+    folder = data_folder(4, 1100, root=tmp_path)
+    inter = next(folder.glob("*.inter"))
+    first = inter.read_bytes()
+    assert data_folder(4, 1100, root=tmp_path) == folder and inter.read_bytes() == first  # reused, not rewritten
+    prep = load_prepared(str(folder))
+    assert len(np.unique(prep.ev_user)) == 4 and len(prep.ev_item) >= 4 * 1000

@@ -328,6 +328,16 @@ def write_recbole(out_dir: str | Path, cfg: LongHistoryConfig = LongHistoryConfi
             **{f"{k}_share": round(float(c) / len(log), 4) for k, c in zip(KIND_NAMES, counts)}}
 
 
+def data_folder(users: int, max_events: int, root: str | Path = "runs/long_history_data") -> Path:
+    """The folder of the seed-0 log with ``users`` users and up to ``max_events`` events
+    each (other settings default), under ``root``; written on first use."""
+    out = Path(root) / f"u{users}_m{max_events}"
+    cfg = LongHistoryConfig(users=users, max_events=max_events, seed=0)
+    if not (out / f"{cfg.name}.json").exists():  # the .json is written last
+        write_recbole(out, cfg)
+    return out
+
+
 # ----------------------------------------------------------------------------- the check
 def _lag_counts(log: LongHistoryLog, n_train: np.ndarray) -> np.ndarray:
     """counts[u, d]: events j < n_train[u] of user u with the same item at j - d."""
