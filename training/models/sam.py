@@ -26,7 +26,10 @@ The target item is the other query, as in the paper: the teacher's candidate att
 reads the newest ``attn_len`` SAM states with each candidate's vector, and every one of
 those states is a memory read of the whole history before it. (A target cannot query
 inside the encoder: at a training slot that would reveal the positive to the negatives
-scored against the same state.)
+scored against the same state.) A memory summarises interests, not item identities, so
+it cannot say that the candidate itself was consumed 800 events ago; with
+``teacher.match_history`` the teacher adds that per candidate, from an exact search of
+the whole history in O(log L).
 
 Short term: before the memory, one block of exact causal self-attention over the last 32
 events (:class:`LocalAttention`, O(L * 32), no L x L matrix), so the newest events are
