@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encoders", default="transformer,sam,dumn,spnn")
     ap.add_argument("--variant", nargs="+", action="append", metavar=("LABEL", "SET"),
                     help="one more row: a label and its SECTION.KEY=VALUE settings")
-    ap.add_argument("--seeds", default="2", help="a count N (seeds 0..N-1) or a comma list")
+    ap.add_argument("--seeds", default="2", help="a count N (seeds 0..N-1) or a comma list (one seed S: 'S,')")
     ap.add_argument("--out", default="runs/encoders")
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training and timing")
@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
 
         data = str(data_folder(a.long_history, a.max_events))
     seeds = list(range(int(a.seeds))) if a.seeds.isdigit() else [int(s) for s in a.seeds.split(",") if s.strip()]
+    if not seeds:
+        ap.error(f"--seeds {a.seeds!r} gives no seed (a count N >= 1 runs seeds 0..N-1; seed 0 alone is '0,')")
     targets = [t for t in a.targets.split(",") if t.strip()]
     out = Path(a.out)
     results: dict[str, dict[int, dict]] = {}
