@@ -31,11 +31,12 @@ def by_recall(model, ctx, split: str, length: int) -> dict:
 
     from kdaliens.training.batches import HistoryMatches
     from kdaliens.training.evaluation import teacher_scorer
+    from kdaliens.training.metrics import ranks_of_positive
 
     r = ctx.prep.rank[split]
     rows = np.arange(len(r["user"]))
     scores = teacher_scorer(model, ctx)(r, rows, r["items"], "interaction")
-    hit = (scores[:, 1:] >= scores[:, :1]).sum(1) < 10
+    hit = ranks_of_positive(scores) < 10
     events = r["start"] + r["n_past"]
     seen = HistoryMatches(ctx.prep).lookup(events, r["items"][:, :1], length)[0][:, 0] > 0
     return {"length": length, "reconsumed_share": float(seen.mean()),

@@ -134,17 +134,16 @@ class TeacherView:
     def interaction(self, events: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
         """Interaction logits (B, C) of catalogue rows ``cands`` at target ``events`` (B,)."""
         arrays = self.ctx.items_at(cands, "c_")
-        out, found = [], {}
+        out, found = [], None
         for net, store in self.rank:
             _, cv = net.item_vectors(arrays, "c_")
             a_raw, a_ctx = net.attend(cv, self.bands(net, store, events))
             match = None
-            if net.match:
-                L = net.cfg.history_len
-                if L not in found:
-                    found[L] = tuple(torch.from_numpy(a).to(events.device) for a in self.finder.lookup(
-                        events.cpu().numpy(), cands.cpu().numpy(), L))
-                match = net.match_vectors(*found[L])
+            if net.match:  # the networks of one teacher share its config: one lookup serves all
+                if found is None:
+                    found = tuple(torch.from_numpy(a).to(events.device) for a in self.finder.lookup(
+                        events.cpu().numpy(), cands.cpu().numpy(), net.cfg.history_len))
+                match = net.match_vectors(*found)
             out.append(net.interaction_logits(cv, net.item_logit_bias(arrays, "c_"), store.user[events], a_raw, a_ctx,
                                               match))
         return torch.stack(out).mean(0)
