@@ -201,6 +201,7 @@ def _hashed_spec() -> FeatureSpec:
         history_item_fields=("tags", "sku"),
         event_vocab=("click", "buy", "5"),
         time_gap_boundaries=(1.0, 30.0, 3600.0, 86400.0),
+        default_event="buy",
     )
 
 
@@ -322,7 +323,8 @@ def _raw_id(token: str, j: int) -> Any:
 
 
 def _events(spec: FeatureSpec, ids: list[str], n: int, now: float, salt: int) -> list[dict[str, Any]]:
-    kinds: list[Any] = [*spec.event_vocab, _MISSING, "", " 5 ", 5, 5.0, "unknown-kind"]
+    # Missing and None: no kind, read as the spec's default kind.
+    kinds: list[Any] = [*spec.event_vocab, _MISSING, None, "", " 5 ", 5, 5.0, "unknown-kind"]
     ghosts = ["ghost-1", "ghost-2"]  # not in the cache: id only, attributes OOV
     idf = spec.item_id_field
     out: list[dict[str, Any]] = []

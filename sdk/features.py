@@ -89,6 +89,8 @@ class FeatureSpec:
         history_item_fields: item fields gathered for every history event
             (default: all item fields).
         event_vocab: event kinds in the behaviour log ("click", "5", ...).
+        default_event: the kind an event without one is read as (training sets the
+            most common kind of its log); None reads it as out of vocabulary.
         time_gap_boundaries: buckets for the time between an event and the request.
 
     Raises:
@@ -104,6 +106,7 @@ class FeatureSpec:
     history_item_fields: tuple[str, ...] | None = None
     event_vocab: tuple[str, ...] = ()
     time_gap_boundaries: tuple[float, ...] = DEFAULT_TIME_GAP_BOUNDARIES
+    default_event: str | None = None
 
     def __post_init__(self) -> None:
         with spec_errors("feature spec"):  # values of the wrong type: InputError, like bad values
@@ -130,6 +133,10 @@ class FeatureSpec:
                 raise InputError(f"history_item_fields not among item fields: {describe(missing)}")
         # Built (and so validated) once: a bad event vocabulary or gap boundaries fail here.
         object.__setattr__(self, "_event_field", CategoricalField("event", vocab=self.event_vocab))
+        if self.default_event is not None and (type(self.default_event) is not str
+                                               or self.default_event not in self.event_vocab):
+            raise InputError(f"default_event {describe(self.default_event)} is not in the event vocabulary "
+                             f"{describe(list(self.event_vocab))}")
         object.__setattr__(self, "_time_gap_field", NumericField("time_gap", boundaries=self.time_gap_boundaries))
 
     # -- derived fields -------------------------------------------------------------
@@ -166,6 +173,7 @@ class FeatureSpec:
             "history_item_fields": list(self.history_item_fields or ()),
             "event_vocab": list(self.event_vocab),
             "time_gap_boundaries": list(self.time_gap_boundaries),
+            **({"default_event": self.default_event} if self.default_event is not None else {}),
         }
 
     @classmethod
@@ -186,6 +194,7 @@ class FeatureSpec:
                 history_item_fields=tuple(d["history_item_fields"]) if d.get("history_item_fields") else None,
                 event_vocab=tuple(d.get("event_vocab", ())),
                 time_gap_boundaries=tuple(d.get("time_gap_boundaries", DEFAULT_TIME_GAP_BOUNDARIES)),
+                default_event=d.get("default_event"),
             )
         except KeyError as e:
             raise InputError(f"feature spec lacks key {describe(e.args[0])}") from None
@@ -270,6 +279,8 @@ class FeatureEncoder:
         self.sampler = HistorySampler(spec.history)
         self._event = spec.event_field
         self._gap = spec.time_gap_field
+        # An event logged without a kind reads as the spec's default kind.
+        self._no_kind = OOV_ID if spec.default_event is None else self._event.encode_one(spec.default_event)
 
     # -- rows of attributes ---------------------------------------------------------
     def _encode_rows(self, fields: Sequence[Field], rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
@@ -313,10 +324,13 @@ class FeatureEncoder:
 
     # -- events ---------------------------------------------------------------------
     def encode_events(self, events: Sequence[Any]) -> np.ndarray:
-        """Event kinds -> ids (int64). Raises InputError for events that are not a list of kinds."""
+        """Event kinds -> ids (int64); None (no kind) is the spec's ``default_event``.
+
+        Raises InputError for events that are not a list of kinds."""
         if not isinstance(events, (list, tuple)):
             events = as_list(events, "events must be a list of event kinds")
-        return np.fromiter((self._event.encode_one(e) for e in events), dtype=np.int64, count=len(events))
+        enc, none = self._event.encode_one, self._no_kind
+        return np.fromiter((none if e is None else enc(e) for e in events), dtype=np.int64, count=len(events))
 
     def encode_time_gaps(self, now: float | np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Seconds between each event and ``now`` (broadcast) -> bucket ids.

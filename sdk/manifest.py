@@ -249,6 +249,8 @@ def _feature_spec(c: _Checker, fs: Any) -> None:
         c.strs(fs["history_item_fields"], f"{w}.history_item_fields", MAX_FIELDS, MAX_NAME_CHARS)
     if "event_vocab" in fs:
         c.strs(fs["event_vocab"], f"{w}.event_vocab", MAX_EVENT_KINDS)
+    if fs.get("default_event") is not None:  # the kind an event logged without one reads as
+        c.str_(fs["default_event"], f"{w}.default_event")
     if "time_gap_boundaries" in fs:
         c.list_(fs["time_gap_boundaries"], f"{w}.time_gap_boundaries", MAX_BOUNDARIES, c.num)
 

@@ -28,7 +28,7 @@ from .features import normalize_token
 from .fields import as_seconds, utf8
 
 #: Layout version this SDK writes. Bump it and append a step to ``_MIGRATIONS`` to change it.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _BUSY_TIMEOUT_S = 5.0
 _MAX_BUSY_TIMEOUT_S = 2_000_000  # SQLite keeps it in milliseconds, in a 32-bit int
@@ -111,8 +111,27 @@ def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS kdaliens_events_user_ts ON kdaliens_events (user_id, ts)")
 
 
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    # An event may have no kind (NULL): BehaviorLog.append without ``event``; a Ranker reads
+    # it as the bundle's default kind. SQLite cannot drop NOT NULL in place, so the table is
+    # rebuilt with the same row ids (the append order) and its index.
+    conn.execute(
+        "CREATE TABLE kdaliens_events_v2 ("
+        " id INTEGER PRIMARY KEY,"
+        " user_id TEXT NOT NULL,"
+        " item_id TEXT NOT NULL,"
+        " event TEXT,"
+        " ts REAL NOT NULL)"
+    )
+    conn.execute("INSERT INTO kdaliens_events_v2 (id, user_id, item_id, event, ts)"
+                 " SELECT id, user_id, item_id, event, ts FROM kdaliens_events")
+    conn.execute("DROP TABLE kdaliens_events")
+    conn.execute("ALTER TABLE kdaliens_events_v2 RENAME TO kdaliens_events")
+    conn.execute("CREATE INDEX IF NOT EXISTS kdaliens_events_user_ts ON kdaliens_events (user_id, ts)")
+
+
 # _MIGRATIONS[v] brings a file from version v to v + 1.
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _migrate_0_to_1}
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
 
 
 def _read_version(conn: sqlite3.Connection, name: str) -> int:
@@ -193,7 +212,10 @@ def _ts(value: Any, what: str = "ts", allow_inf: bool = False) -> float:
     return as_seconds(value, what, allow_inf)
 
 
-def _event(value: Any) -> str:
+def _event(value: Any) -> str | None:
+    """An event kind to store: a non-empty string, or None for no kind (InputError otherwise)."""
+    if value is None:
+        return None
     if not isinstance(value, str):
         raise InputError(f"event must be a string, got {type(value).__name__}: {describe(value)}")
     if not value.strip():

@@ -23,7 +23,8 @@ connections automatically, but open a new object there to be safe.
 
 Schema: the file records its layout version in the ``kdaliens_meta`` table (the host
 app keeps ``PRAGMA user_version`` for itself). A file without kdaliens tables (version
-0) is brought up to :data:`SCHEMA_VERSION` on open; a file of a newer version or an
+0) or of an older version (1: every event had a kind) is brought up to
+:data:`SCHEMA_VERSION` on open; a file of a newer version or an
 unreadable one, or a file that is not SQLite, raises :class:`StoreError` naming the file.
 
 Errors: :class:`StoreError` is for the file (cannot be opened, locked too long,
@@ -41,7 +42,7 @@ Example:
     ...     log.append("u1", 7, ts=100.0)
     ...     cache.get("7"), log.events("u1")
     1
-    ({'item_id': '7', 'title': 'Heat', 'genres': ['Crime']}, [{'item_id': '7', 'event': 'click', 'ts': 100.0}])
+    ({'item_id': '7', 'title': 'Heat', 'genres': ['Crime']}, [{'item_id': '7', 'event': None, 'ts': 100.0}])
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def _check_events(rows: list[tuple], path: str, at: int = 0) -> None:
             raise InputError(f"{path}: a stored event time (ts) is not a finite number: {describe(ts)}")
         if type(item) is not str:
             raise InputError(f"{path}: a stored event's item_id is not text: {describe(item)}")
-        if type(event) is not str:
+        if event is not None and type(event) is not str:  # None: logged without a kind
             raise InputError(f"{path}: a stored event kind is not text: {describe(event)}")
 
 
@@ -445,17 +446,17 @@ class _Timeline:
 
     __slots__ = ("ids", "ts", "items", "events", "last_id", "token", "last_pick")
 
-    def __init__(self, ids: np.ndarray, ts: np.ndarray, items: list[str], events: list[str], token: tuple):
+    def __init__(self, ids: np.ndarray, ts: np.ndarray, items: list[str], events: list[str | None], token: tuple):
         self.ids, self.ts, self.items, self.events, self.token = ids, ts, items, events, token
         self.last_id = int(ids.max()) if len(ids) else -1
         self.last_pick: tuple[int, Any, Any] | None = None  # (n, positions, columns) of the last call
 
     @classmethod
-    def of(cls, rows: list[tuple[int, str, str, float]], token: tuple) -> _Timeline:
+    def of(cls, rows: list[tuple[int, str, str | None, float]], token: tuple) -> _Timeline:
         return cls(np.array([r[0] for r in rows], dtype=np.int64), np.array([r[3] for r in rows], dtype=np.float64),
                    [r[1] for r in rows], [r[2] for r in rows], token)
 
-    def updated(self, new: list[tuple[int, str, str, float]], first: tuple[float, int] | None,
+    def updated(self, new: list[tuple[int, str, str | None, float]], first: tuple[float, int] | None,
                 token: tuple) -> _Timeline:
         """With ``new`` rows merged in and everything before ``first`` (the oldest row left) dropped."""
         if first is None:
@@ -504,7 +505,7 @@ class BehaviorLog(_Store):
     Example:
         >>> import os, tempfile
         >>> log = BehaviorLog(os.path.join(tempfile.mkdtemp(), "device.db"))
-        >>> log.append("u1", 10, ts=1.0)
+        >>> log.append("u1", 10, "click", ts=1.0)
         >>> log.extend([{"user_id": "u1", "item_id": 11, "event": "buy", "ts": 2.0},
         ...             {"user_id": 2, "item_id": 10, "event": "click", "ts": 2.5}])
         2
@@ -538,7 +539,7 @@ class BehaviorLog(_Store):
         super().__init__(path, busy_timeout)
 
     @staticmethod
-    def _row(user_id: Any, item_id: Any, event: Any, ts: Any, where: str = "") -> tuple[str, str, str, float]:
+    def _row(user_id: Any, item_id: Any, event: Any, ts: Any, where: str = "") -> tuple[str, str, str | None, float]:
         prefix = f"{where}: " if where else ""
         try:
             u = _id(user_id, "user_id")
@@ -551,7 +552,7 @@ class BehaviorLog(_Store):
             raise InputError(prefix + str(err)) from None
         return u, i, e, t
 
-    def _insert(self, conn: sqlite3.Connection, rows: list[tuple[str, str, str, float]]) -> None:
+    def _insert(self, conn: sqlite3.Connection, rows: list[tuple[str, str, str | None, float]]) -> None:
         conn.executemany("INSERT INTO kdaliens_events (user_id, item_id, event, ts) VALUES (?, ?, ?, ?)", rows)
         if self.max_events_per_user is not None:
             for user in dict.fromkeys(r[0] for r in rows):
@@ -561,13 +562,18 @@ class BehaviorLog(_Store):
                     (user, min(self.max_events_per_user, _MAX_LIMIT)),
                 )
 
-    def append(self, user_id: Any, item_id: Any, event: str = "click", ts: float | None = None) -> None:
+    def append(self, user_id: Any, item_id: Any, event: str | None = None, ts: float | None = None) -> None:
         """Append one event and commit it durably before returning.
 
         Args:
             user_id: the user (a string or a number; normalized like every id).
             item_id: the item.
-            event: the event type, a non-empty string.
+            event: the event kind, a non-empty string, or None (the default) to store no
+                kind: a :class:`~kdaliens.sdk.Ranker` reads an event without a kind as its
+                bundle's default kind (``spec.default_event`` in the manifest; on
+                MovieLens-100K the most common rating, ``"4"``). Log the kinds the bundle
+                was trained on (its ``spec.event_vocab``) where the app knows them: a kind
+                the bundle does not know is read as out of vocabulary.
             ts: seconds since the epoch; ``time.time()`` when None.
 
         Raises:
@@ -585,7 +591,7 @@ class BehaviorLog(_Store):
 
         Args:
             rows: dicts with ``user_id`` and ``item_id``, and optionally ``event``
-                (``"click"``) and ``ts`` (now).
+                (no kind, as in :meth:`append`) and ``ts`` (now).
         """
         if isinstance(rows, (Mapping, str, bytes)):
             raise InputError(f"extend takes an iterable of event dicts, got {type(rows).__name__}")
@@ -600,7 +606,7 @@ class BehaviorLog(_Store):
             for key in ("user_id", "item_id"):
                 if key not in r:
                     raise InputError(f"event #{k} has no {key!r}: {describe(r)}")
-            clean.append(self._row(r["user_id"], r["item_id"], r.get("event", "click"), r.get("ts"), f"event #{k}"))
+            clean.append(self._row(r["user_id"], r["item_id"], r.get("event"), r.get("ts"), f"event #{k}"))
         if not clean:
             return 0
         with self._write("extend") as conn:
@@ -608,7 +614,7 @@ class BehaviorLog(_Store):
         return len(clean)
 
     def events(self, user_id: Any, before: float | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        """A user's events ``{"item_id", "event", "ts"}``, oldest first.
+        """A user's events ``{"item_id", "event", "ts"}``, oldest first (``event`` None: logged without a kind).
 
         Args:
             user_id: the user.
@@ -654,7 +660,7 @@ class BehaviorLog(_Store):
         return [{"item_id": i, "event": e, "ts": t} for i, e, t in zip(items, events, ts.tolist())]
 
     def sampled_columns(self, user_id: Any, before: float, positions: Callable[[int], np.ndarray]
-                        ) -> tuple[tuple[str, ...], tuple[str, ...], np.ndarray]:
+                        ) -> tuple[tuple[str, ...], tuple[str | None, ...], np.ndarray]:
         """:meth:`sampled_events` as columns: item ids, event kinds, and times (a read-only float64 array).
 
         Each user's timeline (row ids, times, items, events) is kept in memory by this

@@ -75,6 +75,12 @@ def test_golden_covers_the_hard_cases(golden, et_bundle):
     hashed = cases["synthetic-hashed-int32"]
     assert any(len(r["expected"]["chunks"]) > 1 for r in hashed["requests"])
     assert "int32" in {v["dtype"] for v in hashed["requests"][0]["expected"]["chunks"][0].values()}
+    # Events without a kind (no key, or null) read as the spec's default kind: the bundle's
+    # (the most common rating of MovieLens-100K) and a synthetic non-first one.
+    assert manifest["feature_spec"]["default_event"] == "4"
+    assert hashed["manifest"]["feature_spec"]["default_event"] == "buy"
+    events = [e for c in cases.values() for r in c["requests"] for e in r["events"]]
+    assert any("event" not in e for e in events) and any(e.get("event", 0) is None for e in events)
     values = [v["value"] for v in doc["normalize_token"]]
     assert 5 in values and any(isinstance(v, float) and v == 5.0 for v in values) and " 5 " in values
 

@@ -165,6 +165,24 @@ def test_encode_history_pads_masks_and_uses_only_the_past():
         enc.encode_history([{"item_id": 1}], now=1.0)
 
 
+def test_event_without_kind_reads_as_the_default_kind():
+    # "buy" encodes to 3, "click" to 2; an unknown kind is OOV (1).
+    enc = FeatureEncoder(make_spec(default_event="buy"))
+    assert enc.encode_events([None, "click", "buy", "view"]).tolist() == [3, 2, 3, 1]
+    h = enc.encode_history([{"item_id": 10, "ts": 1.0}, {"item_id": 20, "ts": 2.0, "event": None},
+                            {"item_id": 30, "ts": 3.0, "event": "click"}], now=10.0)
+    assert h["hist_event"][-3:].tolist() == [3, 3, 2]
+    # Without a default (a spec written before there was one) no kind is OOV, as an unknown kind.
+    assert FeatureEncoder(make_spec()).encode_events([None, "view"]).tolist() == [1, 1]
+    spec = make_spec(default_event="buy")
+    assert FeatureSpec.from_json(spec.to_json()).default_event == "buy"
+    assert "default_event" not in make_spec().to_dict()
+    with pytest.raises(InputError, match="default_event"):
+        make_spec(default_event="view")  # not in the vocabulary
+    with pytest.raises(InputError, match="default_event"):
+        make_spec(default_event=3)
+
+
 def test_bool_and_int_tokens_do_not_share_the_memo():
     # True == 1 as a dict key; the encoder's memo must not let one answer for the other.
     field = CategoricalField("flag", vocab=("1", "true"))

@@ -213,7 +213,7 @@ def test_log_order_before_limit_and_len(tmp_path):
         assert log.users() == ["2", "u1"]
         assert log.events("u1") == [
             {"item_id": "11", "event": "buy", "ts": 1.0},
-            {"item_id": "10", "event": "click", "ts": 3.0},
+            {"item_id": "10", "event": None, "ts": 3.0},  # no kind given: none stored
             {"item_id": "12", "event": "view", "ts": 3.0},
             {"item_id": "13", "event": "click", "ts": 5.0},
         ]
@@ -229,6 +229,7 @@ def test_log_order_before_limit_and_len(tmp_path):
         # ids normalize: user 2 == "2" == 2.0; a default ts is now.
         events_2 = log.events(2)
         assert [e["item_id"] for e in events_2] == ["12", "1"]
+        assert [e["event"] for e in events_2] == [None, None]
         assert abs(events_2[-1]["ts"] - time.time()) < 60
 
 
@@ -317,7 +318,7 @@ def test_cache_and_log_share_a_file(tmp_path):
         log.append("u", 1, ts=1.0)
     with ItemCache(db) as cache, BehaviorLog(db) as log:
         assert cache.get(1) == {"item_id": "1", "title": "x"}
-        assert log.events("u") == [{"item_id": "1", "event": "click", "ts": 1.0}]
+        assert log.events("u") == [{"item_id": "1", "event": None, "ts": 1.0}]
 
 
 def test_closed_store_raises(tmp_path):
@@ -542,9 +543,36 @@ def test_fresh_file_gets_current_schema_and_reopen_keeps_data(tmp_path):
         assert log.journal_mode == "wal"
     assert _schema_version(db) == SCHEMA_VERSION
     with BehaviorLog(db) as log, ItemCache(db) as cache:
-        assert log.events("u") == [{"item_id": "1", "event": "click", "ts": 1.0}]
+        assert log.events("u") == [{"item_id": "1", "event": None, "ts": 1.0}]
         assert len(cache) == 0
     assert _schema_version(db) == SCHEMA_VERSION
+
+
+def test_version_1_file_is_migrated_keeping_rows_and_order(tmp_path):
+    # Version 1 (every event had a kind: event TEXT NOT NULL), as an older SDK wrote it.
+    db = tmp_path / "v1.db"
+    raw = sqlite3.connect(db)
+    raw.execute("CREATE TABLE kdaliens_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    raw.execute("INSERT INTO kdaliens_meta VALUES ('schema_version', '1')")
+    raw.execute("CREATE TABLE kdaliens_events (id INTEGER PRIMARY KEY, user_id TEXT NOT NULL,"
+                " item_id TEXT NOT NULL, event TEXT NOT NULL, ts REAL NOT NULL)")
+    raw.execute("CREATE INDEX kdaliens_events_user_ts ON kdaliens_events (user_id, ts)")
+    raw.executemany("INSERT INTO kdaliens_events (id, user_id, item_id, event, ts) VALUES (?, ?, ?, ?, ?)",
+                    [(5, "u", "a", "4", 2.0), (7, "u", "b", "5", 2.0), (9, "v", "c", "1", 1.0)])
+    raw.commit()
+    raw.close()
+    with BehaviorLog(db) as log:
+        assert log.events("u") == [{"item_id": "a", "event": "4", "ts": 2.0},
+                                   {"item_id": "b", "event": "5", "ts": 2.0}]  # row ids kept: same tie order
+        log.append("u", "d", ts=2.0)  # no kind: the migrated table takes NULL
+        assert [e["event"] for e in log.events("u")] == ["4", "5", None]
+        assert len(log) == 4
+    assert _schema_version(db) == SCHEMA_VERSION
+    raw = sqlite3.connect(db)
+    plan = raw.execute("EXPLAIN QUERY PLAN SELECT item_id FROM kdaliens_events WHERE user_id = 'u' AND ts < 3"
+                       " ORDER BY ts").fetchall()
+    raw.close()
+    assert any("kdaliens_events_user_ts" in str(row) for row in plan)  # the index survived the rebuild
 
 
 def test_app_database_without_kdaliens_tables_is_migrated(tmp_path):

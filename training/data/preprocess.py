@@ -46,7 +46,7 @@ from kdaliens.sdk.history import HistorySpec
 from ..config import DataConfig, SplitConfig
 from .loaders import EMBEDDED, Dataset, embedded_path, load_dataset
 
-PREP_VERSION = 1
+PREP_VERSION = 2
 IMPLICIT_EVENT = "interact"
 SPLITS = ("train", "val", "test")
 
@@ -205,9 +205,14 @@ def build_feature_spec(ds: Dataset, train_rows: np.ndarray, cfg: SplitConfig,
     item_fields += fields_for(ds.items, ds.item_field_kinds, restrict=None)
     user_fields = fields_for(ds.users, ds.user_field_kinds, restrict=None)
     events = event_tokens(ds)[train_rows]
-    event_vocab = tuple(sorted(set(events), key=_id_sort_key))
+    kinds, counts = np.unique(np.asarray(events, dtype=str), return_counts=True) if len(events) else ([], [])
+    count = {str(k): int(c) for k, c in zip(kinds, counts)}
+    event_vocab = tuple(sorted(count, key=_id_sort_key))
+    # An event a device logs without a kind reads as the most common kind (ties: the first in the vocabulary).
+    default_event = max(event_vocab, key=lambda k: count[k]) if event_vocab else None
     return FeatureSpec(user_fields=tuple(user_fields), item_fields=tuple(item_fields), item_id_field="item_id",
-                       user_id_field="user_id", history=history or HistorySpec(), event_vocab=event_vocab)
+                       user_id_field="user_id", history=history or HistorySpec(), event_vocab=event_vocab,
+                       default_event=default_event)
 
 
 def _is_num(x: Any) -> bool:

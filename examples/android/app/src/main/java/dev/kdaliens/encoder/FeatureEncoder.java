@@ -77,13 +77,14 @@ public final class FeatureEncoder {
 
   // ------------------------------------------------------------------ events
 
-  /** Event kinds to ids (a kind missing from the vocabulary, or null: 1). */
+  /** Event kinds to ids: a kind missing from the vocabulary is 1; null (no kind) is the spec's default kind. */
   public long[] encodeEvents(List<?> kinds) {
     long[] out = new long[kinds.size()];
     CategoricalField ev = spec.eventField();
     for (int i = 0; i < out.length; i++) {
       try {
-        out[i] = ev.encode(kinds.get(i));
+        Object kind = kinds.get(i);
+        out[i] = ev.encode(kind == null ? spec.defaultEvent() : kind);
       } catch (EncoderException e) {
         throw new EncoderException("events[" + i + "].event: " + e.getMessage(), e);
       }

@@ -33,11 +33,12 @@ public final class FeatureSpec {
   private final List<String> historyItemFields;
   private final List<String> eventVocab;
   private final CategoricalField eventField;
+  private final String defaultEvent;
   private final NumericField timeGapField;
 
   private FeatureSpec(List<Field> userFields, List<Field> itemFields, String itemIdField, String userIdField,
       HistorySpec history, List<String> historyItemFields, List<String> eventVocab, double[] timeGapBoundaries,
-      String path) {
+      String defaultEvent, String path) {
     this.userFields = Collections.unmodifiableList(new ArrayList<>(userFields));
     this.itemFields = Collections.unmodifiableList(new ArrayList<>(itemFields));
     this.itemByName = new LinkedHashMap<>();
@@ -64,6 +65,10 @@ public final class FeatureSpec {
     }
     this.eventVocab = Collections.unmodifiableList(new ArrayList<>(eventVocab));
     this.eventField = new CategoricalField("event", this.eventVocab, null, path + ".event_vocab");
+    if (defaultEvent != null && !this.eventVocab.contains(defaultEvent)) {
+      throw new EncoderException(path + ".default_event: '" + defaultEvent + "' is not in the event vocabulary");
+    }
+    this.defaultEvent = defaultEvent;
     this.timeGapField = new NumericField("time_gap", timeGapBoundaries, path + ".time_gap_boundaries");
   }
 
@@ -128,6 +133,11 @@ public final class FeatureSpec {
     return eventVocab;
   }
 
+  /** The kind an event logged without one reads as, or null (out of vocabulary). */
+  public String defaultEvent() {
+    return defaultEvent;
+  }
+
   /** Event kinds: token {@code eventVocab[i]} encodes to {@code i + 2}. */
   public CategoricalField eventField() {
     return eventField;
@@ -189,7 +199,9 @@ public final class FeatureSpec {
         gaps[i] = Field.pyFloat(raw.get(i), path + ".time_gap_boundaries[" + i + "]");
       }
     }
-    return new FeatureSpec(user, item, itemId, userId, history, histFields, events, gaps, path);
+    String defaultEvent = d.get("default_event") == null
+        ? null : Json.asString(d.get("default_event"), path + ".default_event");
+    return new FeatureSpec(user, item, itemId, userId, history, histFields, events, gaps, defaultEvent, path);
   }
 
   private static List<Field> fields(Object json, String path) {
