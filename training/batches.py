@@ -312,6 +312,28 @@ def student_requests(prep: Prepared, enc: FeatureEncoder, users: np.ndarray, sta
     return out
 
 
+def hide_tokens(req: dict[str, np.ndarray], spec: FeatureSpec, share: float, rng: np.random.Generator) -> None:
+    """Replace a ``share`` of a training request's event kinds and item ids with the OOV id, in place.
+
+    A device meets kinds and ids the bundle never saw: an app's own event names, items
+    added after training. Their out-of-vocabulary rows must then mean "some event" or
+    "some item", not noise, so training shows them: each real history slot's event kind
+    and item id and each candidate's item id is hidden with probability ``share``
+    (independently), and a ``share`` of the requests have every event kind hidden (an
+    app that logs kinds the bundle does not know). Attributes other than the id stay.
+    """
+    if share <= 0:
+        return
+    real = req["hist_mask"]
+    ev = req["hist_event"]
+    whole = rng.random(ev.shape[0]) < share
+    ev[real & ((rng.random(ev.shape) < share) | whole[:, None])] = OOV_ID
+    hid = req["hist_" + spec.item_id_field]
+    hid[real & (rng.random(hid.shape) < share)] = OOV_ID
+    cid = req["cand_" + spec.item_id_field]
+    cid[rng.random(cid.shape) < share] = OOV_ID
+
+
 def _shard(batches: list[np.ndarray], rank: int, world: int) -> list[np.ndarray]:
     """With ``world`` > 1 each rank takes every world-th batch (the same count each)."""
     if world <= 1:

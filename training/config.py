@@ -352,6 +352,10 @@ class TrainConfig:
             teacher and students (ESMM-style: interaction with sampled unobserved
             negatives, and click given interaction); the teacher's terms are in
             ``distill``. Old names: ``interaction_weight`` / ``click_weight``.
+        unknown_share: share of the students' training event kinds and item ids
+            replaced by the out-of-vocabulary id (per history slot and candidate; and
+            the share of requests with every kind replaced), so that a kind or item a
+            bundle never saw reads as "some event" or "some item" on a device (0: off).
         seed: everything random.
         threads: torch intra-op threads (0 = torch's default).
         device: "auto" (CUDA when available), "cpu" or "cuda".
@@ -381,6 +385,7 @@ class TrainConfig:
     teacher_ema: float = 0.995
     hard_interaction_weight: float = 1.0
     hard_click_weight: float = 1.0
+    unknown_share: float = 0.05
     seed: int = 0
     threads: int = 0
     device: str = "auto"
@@ -392,6 +397,8 @@ class TrainConfig:
             raise InputError(f"train.device must be one of {DEVICES}, got {self.device!r}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise InputError(f"train.max_minutes must be > 0 or null, got {self.max_minutes}")
+        if not 0.0 <= self.unknown_share < 1.0:
+            raise InputError(f"train.unknown_share must be in [0, 1), got {self.unknown_share}")
         if self.qat_lr < 0:
             raise InputError(f"train.qat_lr must be >= 0, got {self.qat_lr}")
         if self.qat_target not in QAT_TARGETS:

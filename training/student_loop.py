@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batches import NegativeSampler, iterate, student_requests
+from .batches import NegativeSampler, hide_tokens, iterate, student_requests
 from .config import TrainConfig
 from .distill import DistillLoss, TeacherSignals
 from .evaluation import evaluate, student_scorer
@@ -92,10 +92,12 @@ def student_outputs(student: nn.Module, batch: dict[str, torch.Tensor]) -> dict[
 
 
 def student_batch(ctx: Context, rows: np.ndarray, negs: NegativeSampler | None, k: int, seed: int | None,
-                  signals: TeacherSignals | None = None) -> tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]:
+                  signals: TeacherSignals | None = None, hide: np.random.Generator | None = None
+                  ) -> tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]:
     """Requests for training rows ``rows``: the event's item first, then (when distilling)
-    the teacher's top unobserved items of the user, then ``k`` uniform negatives.
-    Returns (batch, events, candidate rows)."""
+    the teacher's top unobserved items of the user, then ``k`` uniform negatives. With
+    ``hide``, ``train.unknown_share`` of the event kinds and item ids are hidden
+    (:func:`~kdaliens.training.batches.hide_tokens`). Returns (batch, events, candidate rows)."""
     prep = ctx.prep
     tr = prep.ctr["train"]
     r = ctx.train_rows[rows]
@@ -108,6 +110,8 @@ def student_batch(ctx: Context, rows: np.ndarray, negs: NegativeSampler | None, 
         parts.append(negs.sample(users, k))
     cands = np.concatenate(parts, axis=1)
     req = student_requests(prep, ctx.s_enc, users, tr["start"][r], tr["n_past"][r], tr["ts"][r], cands, seed=seed)
+    if hide is not None:
+        hide_tokens(req, ctx.s_spec, ctx.cfg.train.unknown_share, hide)
     lab = tr["label"][r]
     has = np.isfinite(lab) & (not prep.implicit)
     req["label"] = np.where(has, lab, 0.0).astype(np.float32)
@@ -251,6 +255,7 @@ class StudentTrainer:
         train_cfg, env = ctx.cfg.train, self.env
         rng = np.random.default_rng(train_cfg.seed + 2)
         negs = NegativeSampler(ctx.prep, train_cfg.seed + 3 + env.rank, ctx.train_end)
+        hide = np.random.default_rng([train_cfg.seed, 5, env.rank])  # hidden kinds and ids (unknown_share)
         hard_w = ctx.cfg.distill.hard_weight if signals is not None else 1.0
 
         def steps(wrapped: nn.Module, epoch: int):
@@ -258,7 +263,7 @@ class StudentTrainer:
                                 world=env.world):
                 # A new long-term sample of each history every epoch (the sampler's seed).
                 b, events, cands = student_batch(ctx, rows, negs, train_cfg.negatives, seed=1000 + epoch,
-                                                 signals=signals)
+                                                 signals=signals, hide=hide)
                 t = signals.for_batch(events, cands) if signals is not None else None
                 yield wrapped(b, t, hard_w)
 

@@ -236,3 +236,36 @@ def test_click_members_join_only_the_click_average(tmp_path):
     back, _, _, _ = load_model(tmp_path / "teacher.pt")
     with torch.no_grad():
         torch.testing.assert_close(back(req)["click_logit"], out["click_logit"])
+
+
+def test_training_hides_a_share_of_kinds_and_ids(ctx):
+    """``train.unknown_share`` hides event kinds and item ids (real slots only), reproducibly."""
+    from kdaliens.sdk.features import OOV_ID, PAD_ID
+
+    negs = NegativeSampler(ctx.prep, 0, ctx.train_end)
+    rows = np.arange(2048)
+    clean, _, _ = student_batch(ctx, rows, negs, 4, seed=0)
+    negs = NegativeSampler(ctx.prep, 0, ctx.train_end)
+    hidden, _, _ = student_batch(ctx, rows, negs, 4, seed=0, hide=np.random.default_rng(1))
+    share = ctx.cfg.train.unknown_share
+    assert share == 0.05  # the documented default
+    real = clean["hist_mask"].numpy()
+    assert (hidden["hist_mask"] == clean["hist_mask"]).all()
+    for key in ("hist_event", "hist_item_id"):
+        a, b = clean[key].numpy(), hidden[key].numpy()
+        assert (a[~real] == PAD_ID).all() and (b[~real] == PAD_ID).all()  # padding stays padding
+        changed = a != b
+        assert (b[changed] == OOV_ID).all()
+        frac = changed[real].mean()
+        # kinds: each slot 5%, plus 5% of requests whole (about 1 - 0.95^2); ids: 5%.
+        expect = 1 - (1 - share) ** 2 if key == "hist_event" else share
+        assert abs(frac - expect) < 0.02, (key, frac)
+    whole = ((hidden["hist_event"].numpy() == OOV_ID) | ~real).all(1) & real.any(1)
+    assert 0.02 < whole.mean() < 0.09
+    c = (clean["cand_item_id"] != hidden["cand_item_id"]).numpy()
+    assert abs(c.mean() - share) < 0.02 and (hidden["cand_item_id"].numpy()[c] == OOV_ID).all()
+    # The item attributes stay: only ids and kinds are hidden.
+    assert all((clean[k] == hidden[k]).all() for k in clean if k.startswith("cand_") and k != "cand_item_id")
+    negs = NegativeSampler(ctx.prep, 0, ctx.train_end)
+    again, _, _ = student_batch(ctx, rows, negs, 4, seed=0, hide=np.random.default_rng(1))
+    assert all((again[k] == hidden[k]).all() for k in hidden)
