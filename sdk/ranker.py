@@ -35,7 +35,7 @@ from .backends import backend_for_target, get_backend
 from .backends.base import Backend
 from .bundle import Bundle
 from .errors import InputError, KdaliensError, as_list, describe
-from .features import N_RESERVED, PAD_ID, FeatureEncoder, normalize_token
+from .features import N_RESERVED, OOV_ID, PAD_ID, FeatureEncoder, normalize_token
 from .fields import as_seconds
 from .names import BackendName
 from .readers import EventReader, ItemReader, SampledColumnReader, SampledEventReader, VersionedItemReader
@@ -43,6 +43,12 @@ from .signature import Role
 from .signing import public_keys
 
 logger = logging.getLogger("kdaliens.sdk")
+
+_UNKNOWN_HINTS = {
+    "candidates": "item ids it never saw: was it trained on this catalogue?",
+    "events": "event kinds outside the manifest's feature_spec.event_vocab; log those kinds, or none",
+    "user_features": "keys that are not its user fields, or values it never saw: see feature_spec.user_fields",
+}
 
 BACKEND_NAMES = ("auto", *BackendName.choices())
 MAX_ENCODED_ITEMS = 1_000_000  # encoded item rows kept between calls (about 100 MB at most)
@@ -54,7 +60,9 @@ class RankedList(list):
     ``meta`` keys: ``backend``, ``runtime`` (the package and version that ran the model,
     e.g. ``"ai-edge-litert 2.3.0"``), ``fallback`` (bool), ``error`` (str or None),
     ``n_candidates``, ``n_history``, ``chunks``, ``encode_us``, ``model_us``, ``total_us``;
-    and ``warning`` (one line) when the bundle's origin was not verified (an unsigned
+    ``unknown``: the shares of the ``candidates`` (distinct ids), the history's ``events``
+    and the ``user_features`` given that the bundle does not know (None where there are
+    none; over half of one logs a warning, once per Ranker); and ``warning`` (one line) when the bundle's origin was not verified (an unsigned
     bundle, or one loaded without ``trusted_keys``).
     """
 
@@ -319,6 +327,12 @@ class Ranker:
         self._histories: OrderedDict[str, _History] = OrderedDict()
         self._users: dict[Any, dict[str, np.ndarray]] = {}  # user features -> encoded user inputs
         self._local = threading.local()  # per-thread candidate input buffers
+        # What meta["unknown"] measures: the candidates' item-id input, the history's event kinds.
+        self._cand_id_input = next((name for name, key, _ in self._cand_inputs if key == self._id_field), None)
+        self._event_input = next((name for name, key, _ in self._hist_inputs if key == "hist_event"), None)
+        self._user_field_names = {f.name for f in self.spec.user_fields}
+        self._user_input_of = {key: name for name, key, _ in self._user_inputs}  # field -> model input
+        self._warned: set[str] = set()  # mismatches already logged by this Ranker
 
     @classmethod
     def load(cls, bundle: str | Path | Bundle, backend: str = "auto", threads: int = 1,
@@ -600,6 +614,35 @@ class Ranker:
             raise FloatingPointError("the model returned non-finite scores")
         return scores
 
+    def _unknown_shares(self, inputs: dict[str, np.ndarray], n: int, n_history: int,
+                        user_features: Mapping[str, Any] | None) -> dict[str, float | None]:
+        """Shares unknown to the bundle: candidates whose id it never saw, history events of a
+        kind it does not know, user features it has no field or value for (None: nothing to
+        count). Logs a warning, once per Ranker and kind, when most of one are unknown: data
+        that does not match the bundle (another catalogue, misspelled keys) ranks silently badly."""
+        out: dict[str, float | None] = {"candidates": None, "events": None, "user_features": None}
+        if self._cand_id_input is not None and n:
+            out["candidates"] = float(np.count_nonzero(inputs[self._cand_id_input][..., :n] == OOV_ID)) / n
+        if self._event_input is not None and n_history:  # left-padded: the real slots are the last ones
+            out["events"] = float(np.count_nonzero(inputs[self._event_input][0, -n_history:] == OOV_ID)) / n_history
+        if user_features:
+            unknown = 0
+            for key in user_features:
+                if key not in self._user_field_names:
+                    unknown += 1
+                else:
+                    got = inputs.get(self._user_input_of.get(key, ""))
+                    if got is not None and not (np.asarray(got) >= N_RESERVED).any():
+                        unknown += 1
+            out["user_features"] = unknown / len(user_features)
+        for what, share in out.items():
+            if share is not None and share > 0.5 and what not in self._warned:
+                self._warned.add(what)
+                logger.warning("kdaliens: %.0f%% of the %s of a request are unknown to the bundle %s (%s); "
+                               "meta['unknown'] has the shares of every request", 100 * share,
+                               what.replace("_", " "), self.bundle.path, _UNKNOWN_HINTS[what])
+        return out
+
     # ------------------------------------------------------------------ rerank
     def rerank(self, user_id: Any, candidates: Iterable[Any], cache=None, log=None,
                user_features: Mapping[str, Any] | None = None, k: int | None = None,
@@ -662,6 +705,7 @@ class Ranker:
             uniq, firsts = self._dedupe(self._keys(items))
             n = len(uniq)
             inputs, meta["n_history"] = self._plain_inputs(user_id, uniq, cache, log, user_features, now)
+        meta["unknown"] = self._unknown_shares(inputs, n, meta["n_history"], user_features)
         t1 = time.perf_counter()
         try:
             scores = self._score(inputs, n, meta)

@@ -35,22 +35,45 @@ def world(et_bundle, tiny_run, tmp_path_factory):
     users = {r["user_id"]: r for r in ds.users.to_dict("records")}
     ranker = Ranker.load(et_bundle)
     return {"prep": prep, "cache": cache, "log": log, "users": users, "ranker": ranker, "metrics": metrics,
-            "run_dir": run_dir}
+            "run_dir": run_dir, "events": ev}
 
 
-def test_leave_one_out_hr_through_rerank_matches_training(world):
+def _hr_through_rerank(world, log) -> float:
+    """Leave-one-out HR@10 of the test users, through ``Ranker.rerank`` on ``log``."""
     prep, r, ranker = world["prep"], world["prep"].rank["test"], world["ranker"]
     hits = []
     for j in range(len(r["user"])):
         u = prep.user_ids[r["user"][j]]
         items = [prep.item_ids[i] for i in r["items"][j]]
-        ranked = ranker.rerank(u, items, cache=world["cache"], log=world["log"], user_features=world["users"][u],
+        ranked = ranker.rerank(u, items, cache=world["cache"], log=log, user_features=world["users"][u],
                                now=float(r["ts"][j]) + 1e-3)
         assert not ranked.meta["fallback"]
         hits.append([i for i, _ in ranked].index(items[0]) < 10)
-    hr = float(np.mean(hits))
+    return float(np.mean(hits))
+
+
+def test_leave_one_out_hr_through_rerank_matches_training(world):
+    hr = _hr_through_rerank(world, world["log"])
     expected = world["metrics"]["student_kd"]["ranking"]["hr@10"]
     assert abs(hr - expected) <= 0.03, (hr, expected)
+
+
+def test_events_of_unknown_or_no_kind_keep_the_ranking(world, tmp_path):
+    """An app that logs its own kinds (unknown to the bundle) or none at all still ranks:
+    training hides a share of the kinds (``train.unknown_share``), so the out-of-vocabulary
+    kind reads as "some event", and no kind reads as the bundle's default kind."""
+    prep = world["prep"]
+    assert world["ranker"].spec.default_event == "4"  # the most common rating of MovieLens-100K
+    right = _hr_through_rerank(world, world["log"])
+    got = {}
+    for name, kind in (("unknown", "click"), ("none", None)):
+        with BehaviorLog(tmp_path / f"{name}.db") as log:
+            log.extend({"user_id": prep.user_ids[prep.ev_user[e]], "item_id": prep.item_ids[prep.ev_item[e]],
+                        "event": kind, "ts": float(prep.ev_ts[e])} for e in world["events"])
+            got[name] = _hr_through_rerank(world, log)
+    print(f"HR@10 through rerank: right kinds {right:.4f}, unknown kind {got['unknown']:.4f}, "
+          f"no kind {got['none']:.4f}")  # pytest -s shows it
+    assert got["unknown"] >= 0.9 * right and got["none"] >= 0.9 * right, (right, got)
 
 
 def test_sdk_scores_equal_the_export_path(world):
@@ -147,7 +170,7 @@ def test_backend_errors(et_bundle):
             print("unavailable:", e)
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert "unavailable:" in r.stdout and "kdaliens[executorch]" in r.stdout, r.stdout + r.stderr
+    assert "unavailable:" in r.stdout and ".[executorch]" in r.stdout, r.stdout + r.stderr
 
 
 def test_manifest_spec_drives_the_encoder(world, et_bundle):
@@ -246,3 +269,36 @@ def test_an_upsert_re_encodes_only_the_items_it_changed(et_bundle, tmp_path):
     ItemCache(db, max_items=350).upsert([items[0]])
     ranker._encode_candidates(ids, cache)
     assert encoded[-1] == 300
+
+
+def test_mismatched_data_is_measured_and_warned_once(world, tmp_path, caplog):
+    """A bundle fed another catalogue, misspelled user keys or foreign event kinds says so:
+    meta["unknown"] on every call, a logging warning once per Ranker and kind."""
+    import logging
+
+    prep, ranker = world["prep"], Ranker.load(world["ranker"].bundle.path)
+    r = prep.rank["test"]
+    u = prep.user_ids[r["user"][0]]
+    items = [prep.item_ids[i] for i in r["items"][0]]
+    now = float(r["ts"][0]) + 1e-3
+    feats = {k: v for k, v in world["users"][u].items() if k != "user_id"}
+    with caplog.at_level(logging.WARNING, logger="kdaliens.sdk"):
+        ok = ranker.rerank(u, items, cache=world["cache"], log=world["log"], user_features=feats, now=now)
+        assert ok.meta["unknown"]["events"] == 0.0 and ok.meta["unknown"]["user_features"] == 0.0
+        assert ok.meta["unknown"]["candidates"] < 0.1
+        assert not caplog.records
+        foreign = ranker.rerank(u, [f"sku-{i}" for i in range(40)], cache=world["cache"], log=world["log"], now=now)
+        assert foreign.meta["unknown"]["candidates"] == 1.0 and foreign.meta["unknown"]["user_features"] is None
+        typos = ranker.rerank(u, items, cache=world["cache"], user_features={"agee": 31, "gendr": "F", "age": 31},
+                              now=now)
+        assert typos.meta["unknown"]["user_features"] == 2 / 3 and typos.meta["unknown"]["events"] is None
+        with BehaviorLog(tmp_path / "kinds.db") as log:
+            log.extend({"user_id": u, "item_id": i, "event": "view", "ts": now - 100 + j} for j, i in enumerate(items[:5]))
+            kinds = ranker.rerank(u, items, cache=world["cache"], log=log, now=now)
+        assert kinds.meta["unknown"]["events"] == 1.0 and kinds.meta["n_history"] == 5
+        for _ in range(3):  # warned once per kind of mismatch, not per call
+            ranker.rerank(u, [f"sku-{i}" for i in range(40)], cache=world["cache"], now=now)
+    warned = [rec.getMessage() for rec in caplog.records]
+    assert len(warned) == 3, warned
+    assert any("candidates" in w and "catalogue" in w for w in warned)
+    assert any("user features" in w for w in warned) and any("event_vocab" in w for w in warned)
