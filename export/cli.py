@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from kdaliens.sdk.errors import KdaliensError
+from kdaliens.sdk.extras import run_tool
 from kdaliens.sdk.names import Quantization, TargetName
 
 
@@ -47,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # On an install without the [export] extra: one line naming it, exit status 2.
+    return run_tool("kdaliens-export", "export", ("torch", "pandas"), lambda: _export(args))
+
+
+def _export(args: argparse.Namespace) -> int:
     from .api import export_bundle
     from .targets import ExportConfig
 

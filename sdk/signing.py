@@ -18,7 +18,7 @@ Trust:
     loads, with a one-line warning in ``meta``.
 
 Signing and verifying use PyNaCl (libsodium), imported only when a key is used:
-``pip install 'kdaliens[signing]'``.
+``pip install -e ".[signing]"`` in a clone of the repository.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BackendUnavailable, BundleError, InputError
+from .extras import install_command
 from .fileio import atomic_write, read_or_raise, read_regular
 
 KEY_FILE = "signing.key"
@@ -52,7 +53,7 @@ def _nacl() -> Any:
         import nacl.signing
     except ImportError as e:
         raise BackendUnavailable(f"bundle signatures need PyNaCl ({e}); install it with: "
-                                 "pip install 'kdaliens[signing]'") from None
+                                 f"{install_command('signing')}") from None
     return nacl
 
 

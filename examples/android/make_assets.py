@@ -20,9 +20,11 @@ import argparse
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 from kdaliens.sdk import Bundle
+from kdaliens.sdk.extras import run_tool
 from kdaliens.sdk.features import normalize_token
 
 HERE = Path(__file__).resolve().parent
@@ -85,8 +87,8 @@ def catalogue(bundle: Bundle, data: str, n_items: int, user: str | None, n_histo
         mine = inter[inter["user_id"].map(normalize_token) == uid].sort_values("timestamp").tail(n_history)
         for r in mine.to_dict("records"):
             kind = normalize_token(_clean(r.get("rating"))) if "rating" in r else None
-            if kind is None or (spec.event_vocab and kind not in spec.event_vocab):
-                kind = "click"
+            if kind is not None and spec.event_vocab and kind not in spec.event_vocab:
+                kind = None  # no kind: the app's encoder reads it as the bundle's default kind
             history.append({"item_id": normalize_token(r["item_id"]), "event": kind, "ts": float(r["timestamp"])})
 
     vocab = list(spec.event_vocab)
@@ -94,7 +96,12 @@ def catalogue(bundle: Bundle, data: str, n_items: int, user: str | None, n_histo
     return {"source": data, "user": features, "tap_event": tap, "history": history, "items": items}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    # The catalogue reads the dataset with the [train] extra: without it, one line and exit 2.
+    return run_tool("make_assets.py", "train", ("pandas",), lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", required=True, help="an ExecuTorch bundle folder written by kdaliens-export")
     ap.add_argument("--data", default="movielens-100k", help="dataset of the catalogue (name or path)")
@@ -107,16 +114,17 @@ def main(argv: list[str] | None = None) -> None:
     bundle = Bundle.load(args.bundle)  # verifies every artifact's sha256
     if bundle.target != "executorch":
         raise SystemExit(f"{args.bundle} targets {bundle.target!r}; the Android sample runs ExecuTorch bundles")
+    cat = catalogue(bundle, args.data, args.items, args.user, args.history)  # first: nothing half-copied on failure
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(bundle.path / "manifest.json", args.out / "manifest.json")
     shutil.copyfile(bundle.model_path, args.out / bundle.manifest["model_file"])
-    cat = catalogue(bundle, args.data, args.items, args.user, args.history)
     (args.out / "catalogue.json").write_text(json.dumps(cat, ensure_ascii=False, allow_nan=False, indent=1),
                                              encoding="utf-8")
     size = (args.out / bundle.manifest["model_file"]).stat().st_size
     print(f"wrote {args.out}: manifest.json, {bundle.manifest['model_file']} ({size / 1024:.0f} KB), "
           f"catalogue.json ({len(cat['items'])} items, {len(cat['history'])} events, tap logs {cat['tap_event']!r})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

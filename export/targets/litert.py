@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from kdaliens.sdk.errors import InputError
+from kdaliens.sdk.extras import install_command
 from kdaliens.sdk.fileio import atomic_write
 from kdaliens.sdk.names import BackendName, Quantization, TargetName
 
@@ -91,8 +92,8 @@ def _convert(exp: Exportable, buckets: tuple[int, ...]) -> bytes:
     try:
         import litert_torch
     except ImportError as e:
-        raise ImportError(f"the LiteRT target needs litert-torch ({e}); install it with: "
-                          "pip install 'kdaliens[export]'") from e
+        raise ModuleNotFoundError(f"the LiteRT target needs litert-torch ({e}); install it with: "
+                                  f"{install_command('export')}", name="litert_torch") from e
 
     module = _NamedIO(exp.module, exp.input_names, exp.output_names).eval()
     converter = litert_torch.Converter()

@@ -11,14 +11,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendUnavailable
+from ..extras import install_command
 from ..names import BackendName
 from ..signature import Role
 
-# backend name -> (module, class, pip extra that installs it)
+# backend name -> (module, class, the extra that installs its runtime)
 BACKENDS: dict[BackendName, tuple[str, str, str]] = {
-    BackendName.EXECUTORCH: ("executorch", "ExecuTorchBackend", "kdaliens[executorch]"),
-    BackendName.ONNXRUNTIME: ("onnxruntime", "OnnxRuntimeBackend", "kdaliens[onnxruntime]"),
-    BackendName.LITERT: ("litert", "LiteRTBackend", "kdaliens[litert]"),
+    BackendName.EXECUTORCH: ("executorch", "ExecuTorchBackend", "executorch"),
+    BackendName.ONNXRUNTIME: ("onnxruntime", "OnnxRuntimeBackend", "onnxruntime"),
+    BackendName.LITERT: ("litert", "LiteRTBackend", "litert"),
 }
 
 
@@ -110,4 +111,4 @@ def unavailable(name: str, err: BaseException) -> BackendUnavailable:
     """The error a backend raises when its runtime cannot be imported."""
     extra = BACKENDS[BackendName.parse(name)][2]
     return BackendUnavailable(f"backend {name!r} needs a runtime that is not installed ({err}); "
-                              f"install it with: pip install '{extra}'")
+                              f"install it with: {install_command(extra)}")

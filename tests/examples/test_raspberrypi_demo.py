@@ -176,3 +176,20 @@ def test_demo_runs_in_a_venv_without_torch(onnx_bundle, tflite_bundle, tmp_path)
         r = run_demo("--bundle", bundle, "--steps", 3, "--top", 3, python=python, cwd=tmp_path)
         check_output(r, steps=3, top=3, backend=backend)
         assert "1682 items" in r.stdout  # the MovieLens-100K files came with the wheel
+
+    # The server tools are installed too; without their extras each prints one line that
+    # names the extra and the command, and exits 2 (no traceback).
+    bindir = python.parent
+    tools = {
+        "kdaliens-train": (["--data", "movielens-100k", "--out", str(tmp_path / "run")], "[train]"),
+        "kdaliens-export": (["--target", "onnx", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "b")],
+                            "[export]"),
+        "kdaliens-quickstart": (["--out", str(tmp_path / "qs")], "[all]"),
+        "kdaliens-keygen": (["--out", str(tmp_path / "keys")], "[signing]"),
+    }
+    for tool, (args, extra) in tools.items():
+        r = subprocess.run([str(bindir / tool), *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1, (tool, r.returncode, r.stderr)
+        assert extra in lines[0] and "pip install -e" in lines[0] and "Traceback" not in r.stderr, (tool, lines[0])
+        assert not (tmp_path / "run").exists() and not (tmp_path / "qs").exists()  # nothing half-written

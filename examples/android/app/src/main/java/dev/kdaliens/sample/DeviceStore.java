@@ -34,8 +34,8 @@ import java.util.Map;
  */
 public final class DeviceStore extends SQLiteOpenHelper implements ItemAttributes {
   private static final String DB_NAME = "kdaliens.db";
-  private static final int DB_VERSION = 1; // SQLiteOpenHelper's own version (PRAGMA user_version)
-  private static final int SCHEMA_VERSION = 1; // the kdaliens layout, as in stores.py
+  private static final int DB_VERSION = 2; // SQLiteOpenHelper's own version (PRAGMA user_version)
+  private static final int SCHEMA_VERSION = 2; // the kdaliens layout, as in stores.py (2: events may have no kind)
   private static final int CHUNK = 900; // ids per IN (...) query, under SQLite's variable limit
 
   private final int maxItems;
@@ -62,9 +62,13 @@ public final class DeviceStore extends SQLiteOpenHelper implements ItemAttribute
     db.execSQL("CREATE UNIQUE INDEX IF NOT EXISTS kdaliens_items_seq ON kdaliens_items (seq)");
     db.execSQL("CREATE INDEX IF NOT EXISTS kdaliens_items_updated ON kdaliens_items (updated_at)");
     db.execSQL("CREATE TABLE IF NOT EXISTS kdaliens_events ("
-        + " id INTEGER PRIMARY KEY, user_id TEXT NOT NULL, item_id TEXT NOT NULL, event TEXT NOT NULL,"
+        + " id INTEGER PRIMARY KEY, user_id TEXT NOT NULL, item_id TEXT NOT NULL, event TEXT,"
         + " ts REAL NOT NULL)");
     db.execSQL("CREATE INDEX IF NOT EXISTS kdaliens_events_user_ts ON kdaliens_events (user_id, ts)");
+    writeSchemaVersion(db);
+  }
+
+  private static void writeSchemaVersion(SQLiteDatabase db) {
     ContentValues v = new ContentValues();
     v.put("key", "schema_version");
     v.put("value", Integer.toString(SCHEMA_VERSION));
@@ -73,7 +77,17 @@ public final class DeviceStore extends SQLiteOpenHelper implements ItemAttribute
 
   @Override
   public void onUpgrade(SQLiteDatabase db, int oldVersion, int newVersion) {
-    // Version 1 is the only layout so far.
+    if (oldVersion < 2) {
+      // Events may have no kind (NULL): rebuilt with the same row ids (the append order), as stores.py does.
+      db.execSQL("CREATE TABLE kdaliens_events_v2 ("
+          + " id INTEGER PRIMARY KEY, user_id TEXT NOT NULL, item_id TEXT NOT NULL, event TEXT, ts REAL NOT NULL)");
+      db.execSQL("INSERT INTO kdaliens_events_v2 (id, user_id, item_id, event, ts)"
+          + " SELECT id, user_id, item_id, event, ts FROM kdaliens_events");
+      db.execSQL("DROP TABLE kdaliens_events");
+      db.execSQL("ALTER TABLE kdaliens_events_v2 RENAME TO kdaliens_events");
+      db.execSQL("CREATE INDEX IF NOT EXISTS kdaliens_events_user_ts ON kdaliens_events (user_id, ts)");
+      writeSchemaVersion(db);
+    }
   }
 
   // ------------------------------------------------------------------ item cache
@@ -190,10 +204,13 @@ public final class DeviceStore extends SQLiteOpenHelper implements ItemAttribute
 
   // ------------------------------------------------------------------ behaviour log
 
-  /** Appends one event; it is committed (and synced) when this returns. */
+  /**
+   * Appends one event; it is committed (and synced) when this returns. A null {@code event}
+   * stores no kind, which the encoder reads as the bundle's default kind.
+   */
   public void append(Object userId, Object itemId, String event, double ts) {
-    if (event == null || event.trim().isEmpty()) {
-      throw new EncoderException("event must be a non-empty string");
+    if (event != null && event.trim().isEmpty()) {
+      throw new EncoderException("event must be a non-empty string, or null for no kind");
     }
     if (Double.isNaN(ts) || Double.isInfinite(ts)) {
       throw new EncoderException("ts must be finite, got " + ts);
@@ -201,7 +218,11 @@ public final class DeviceStore extends SQLiteOpenHelper implements ItemAttribute
     ContentValues v = new ContentValues();
     v.put("user_id", canonicalId(userId, "user_id"));
     v.put("item_id", canonicalId(itemId, "item_id"));
-    v.put("event", event);
+    if (event == null) {
+      v.putNull("event");
+    } else {
+      v.put("event", event);
+    }
     v.put("ts", ts);
     getWritableDatabase().insertOrThrow("kdaliens_events", null, v);
   }
@@ -215,7 +236,7 @@ public final class DeviceStore extends SQLiteOpenHelper implements ItemAttribute
       while (c.moveToNext()) {
         Map<String, Object> e = new LinkedHashMap<>();
         e.put("item_id", c.getString(0));
-        e.put("event", c.getString(1));
+        e.put("event", c.isNull(1) ? null : c.getString(1));
         e.put("ts", c.getDouble(2));
         out.add(e);
       }

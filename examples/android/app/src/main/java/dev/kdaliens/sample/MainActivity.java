@@ -81,7 +81,8 @@ public final class MainActivity extends Activity {
       if (store.itemCount() == 0) {
         store.upsert(catalogue.items);
         for (Map<String, Object> e : catalogue.history) {
-          store.append(USER_ID, e.get("item_id"), String.valueOf(e.get("event")), Tokens.toFloat(e.get("ts")));
+          Object kind = e.get("event"); // null: no kind (the bundle's default kind)
+          store.append(USER_ID, e.get("item_id"), kind == null ? null : String.valueOf(kind), Tokens.toFloat(e.get("ts")));
         }
       }
       userFeatures = catalogue.user;
