@@ -8,8 +8,15 @@ Every model trains epoch by epoch to early stopping on validation; the same data
 config and seed give the same models on a busy or an idle machine. ``--max-minutes``
 opts into a wall-time budget instead (then the result depends on the machine's speed).
 
-Config precedence: the preset, then ``--config`` (JSON with any subset of the keys),
-then each ``--set`` in order, then ``--epochs``/``--seed``/``--device``/``--max-minutes``.
+Config precedence: the preset, then ``--config`` (JSON, YAML or TOML with any subset of
+the keys), then each ``--set`` in order, then ``--columns``/``--user-cols``/``--item-cols``,
+then ``--epochs``/``--seed``/``--device``/``--max-minutes``.
+
+Your own log (CSV or Parquet): ``--columns user_id=uid,item_id=sku,timestamp=ts`` names
+its columns (also ``rating=``, ``label=``, ``event=``), ``--user-cols region,age`` and
+``--item-cols category`` its attribute columns; the run prints which columns it used and
+which it ignored. The same in a config file: ``{"data": {"columns": {"user_id": "uid"},
+"user_columns": ["region", "age"], "item_columns": ["category"]}}``.
 ``--set`` values are parsed as JSON where they parse: ``--set teacher.dim=128
 --set teacher.mlp=[256,128] --set distill.method=lrc``.
 
@@ -21,8 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from kdaliens.sdk.errors import KdaliensError
+from kdaliens.sdk.extras import run_tool
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=("tiny", "default"), default=None,
                    help="base config: tiny (the tests' models, seconds) or default (the full models)")
     p.add_argument("--tiny", action="store_true", help="same as --preset tiny")
-    p.add_argument("--config", help="JSON file with any subset of the RunConfig keys")
+    p.add_argument("--config", help="a config file (.json, .yaml/.yml or .toml) with any subset of the keys")
+    p.add_argument("--columns", metavar="OURS=YOURS,...",
+                   help="your CSV/Parquet column names, e.g. user_id=uid,item_id=sku,timestamp=ts "
+                        "(also rating=, label=, event=); unnamed ones are guessed from common spellings")
+    p.add_argument("--user-cols", dest="user_cols", metavar="COL,...",
+                   help="columns that are user attributes, e.g. region,age")
+    p.add_argument("--item-cols", dest="item_cols", metavar="COL,...",
+                   help="columns that are item attributes, e.g. category")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config key (repeatable), e.g. --set teacher.dim=128")
     p.add_argument("--epochs", type=int, help="maximum epochs per model (default 30, early stopping on validation)")
@@ -45,16 +61,65 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read_json(path: str) -> dict:
+def read_config_file(path: str) -> dict:
+    """A config file as a dict: JSON, YAML (``.yaml``/``.yml``) or TOML (``.toml``), by its suffix."""
     from kdaliens.sdk.errors import InputError
 
+    suffix = Path(path).suffix.lower()
     try:
-        data = json.loads(open(path).read())
-    except (OSError, json.JSONDecodeError) as e:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: cannot read the config ({e})") from e
+    try:
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        elif suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except ModuleNotFoundError as e:
+        raise InputError(f"{path}: reading a {suffix} config needs {e.name}: pip install {e.name}") from None
+    except Exception as e:  # each parser has its own error types
+        raise InputError(f"{path}: not a valid {suffix.lstrip('.') or 'JSON'} config: {e}") from None
     if not isinstance(data, dict):
-        raise InputError(f"{path}: the config must be a JSON object")
+        raise InputError(f"{path}: the config must be a mapping of sections, got {type(data).__name__}")
     return data
+
+
+def _column_sets(args: argparse.Namespace) -> list[str]:
+    """``--columns``, ``--user-cols`` and ``--item-cols`` as ``--set data...`` items."""
+    from kdaliens.sdk.errors import InputError
+
+    from .data.loaders import COLUMN_ROLES
+
+    sets = []
+    if args.columns is not None:
+        pairs = [p.strip() for p in args.columns.split(",") if p.strip()]
+        if not pairs:
+            raise InputError("--columns is empty; give OURS=YOURS pairs, e.g. user_id=uid,item_id=sku")
+        for pair in pairs:
+            ours, eq, theirs = pair.partition("=")
+            ours, theirs = ours.strip(), theirs.strip()
+            if not eq or not theirs:
+                raise InputError(f"--columns: {pair!r} is not OURS=YOURS (e.g. user_id=uid)")
+            if ours not in COLUMN_ROLES:
+                raise InputError(f"--columns: {ours!r} is not one of {list(COLUMN_ROLES)}")
+            sets.append(f"data.columns.{ours}={json.dumps(theirs)}")
+    for flag, key, value in (("--user-cols", "user_columns", args.user_cols),
+                             ("--item-cols", "item_columns", args.item_cols)):
+        if value is not None:
+            cols = [c.strip() for c in value.split(",") if c.strip()]
+            if not cols:
+                raise InputError(f"{flag} is empty; give column names, e.g. {flag} region,age")
+            sets.append(f"data.{key}={json.dumps(cols)}")
+    return sets
 
 
 def config_from_args(args: argparse.Namespace):
@@ -66,22 +131,23 @@ def config_from_args(args: argparse.Namespace):
         from kdaliens.sdk.errors import InputError
 
         raise InputError("--tiny and --preset default contradict each other")
-    sets = list(args.sets)
+    sets = list(args.sets) + _column_sets(args)
     for key, value in (("epochs", args.epochs), ("seed", args.seed), ("device", args.device),
                        ("max_minutes", args.max_minutes)):
         if value is not None:
             sets.append(f"train.{key}={json.dumps(value)}")
-    return merge(preset(name), _read_json(args.config) if args.config else None, sets)
+    return merge(preset(name), read_config_file(args.config) if args.config else None, sets)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        from .pipeline import run
-    except ModuleNotFoundError as e:  # a device-only install
-        print(f"kdaliens-train: error: {e.name} is not installed; install the server extra: "
-              f'pip install -e ".[train]" (from a clone of the repository)', file=sys.stderr)
-        return 2
+    # On a device-only install: one line naming the extra, exit status 2.
+    return run_tool("kdaliens-train", "train", ("torch", "pandas", "torchao"), lambda: _train(args))
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .pipeline import run
+
     try:
         cfg = config_from_args(args)
         if cfg.train.max_minutes is not None:

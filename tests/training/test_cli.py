@@ -105,3 +105,97 @@ def test_synthetic_log_is_seeded_and_readable(tmp_path: Path):
     ds = load_dataset(path)
     assert ds.implicit and len(ds.interactions) == stats["interactions"] == len(i1)
     assert ds.interactions["user_id"].nunique() == 300
+
+
+# ------------------------------------------------------------------------------ own data
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _readme_block(heading: str, lang: str, contains: str) -> str:
+    """The first ``lang`` code block under the README's ``heading`` that contains ``contains``."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    blocks = section.split(f"```{lang}\n")[1:]
+    return next(b.split("```", 1)[0] for b in blocks if contains in b)
+
+
+def test_readme_own_data_example_trains_and_reports_its_columns(tmp_path: Path):
+    """The README's "Bring your own data" command, verbatim but for its output folder."""
+    import shlex
+
+    cmd = shlex.split(_readme_block("## Bring your own data", "bash", "kdaliens-train").replace("\\\n", " "))
+    assert cmd[0] == "kdaliens-train"
+    out = tmp_path / "shop"
+    args = cmd[1:]
+    args[args.index("--out") + 1] = str(out)
+    r = subprocess.run([sys.executable, "-m", "kdaliens.training", *args], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    line = next(x for x in r.stdout.splitlines() if x.startswith("[data] columns"))
+    assert "user_id=customer, item_id=sku, timestamp=time, rating=stars" in line
+    assert "user attributes region, age; item attributes category; ignored: price" in line
+    assert "3,941 rows read, 3,941 interactions kept" in line
+    cfg = json.loads((out / "config.json").read_text())["data"]
+    assert cfg["user_columns"] == ["region", "age"] and cfg["item_columns"] == ["category"]
+    spec = json.loads((out / "spec.json").read_text())
+    assert {f["name"] for f in spec["user_fields"]} == {"region", "age"}
+    assert {f["name"] for f in spec["item_fields"]} == {"item_id", "category"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["student_kd_int8"]["ranking"]["hr@10"] > 0  # it ranked something
+
+
+def test_readme_yaml_config_equals_the_flags(tmp_path: Path):
+    yaml_cfg = tmp_path / "shop.yaml"
+    yaml_cfg.write_text(_readme_block("## Bring your own data", "yaml", "columns"))
+    toml_cfg = tmp_path / "shop.toml"
+    toml_cfg.write_text('[data]\ncolumns = {user_id = "customer", item_id = "sku", timestamp = "time", '
+                        'rating = "stars"}\nuser_columns = ["region", "age"]\nitem_columns = ["category"]\n')
+    flags = _cfg("--columns", "user_id=customer,item_id=sku,timestamp=time,rating=stars",
+                 "--user-cols", "region,age", "--item-cols", "category")
+    assert _cfg("--config", str(yaml_cfg)) == flags == _cfg("--config", str(toml_cfg))
+    assert flags.data.columns == {"user_id": "customer", "item_id": "sku", "timestamp": "time", "rating": "stars"}
+    # Flags combine with --preset and --set, and win over the file.
+    cfg = _cfg("--preset", "tiny", "--config", str(yaml_cfg), "--set", "teacher.dim=24", "--columns", "item_id=code")
+    assert cfg.teacher.dim == 24 and cfg.student.dim == tiny_config().student.dim
+    assert cfg.data.columns["item_id"] == "code" and cfg.data.columns["user_id"] == "customer"
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--columns", "user=uid"], "is not one of"),
+    (["--columns", "user_id"], "is not OURS=YOURS"),
+    (["--columns", ","], "--columns is empty"),
+    (["--user-cols", " , "], "--user-cols is empty"),
+])
+def test_bad_column_flags_are_one_line_errors(argv, match):
+    with pytest.raises(InputError, match=match):
+        _cfg(*argv)
+
+
+def test_bad_config_files_are_one_line_errors(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(InputError, match="not a valid yaml config"):
+        _cfg("--config", str(bad))
+    lst = tmp_path / "list.toml"
+    lst.write_text("x = 1\n")
+    with pytest.raises(InputError, match="unknown"):
+        _cfg("--config", str(lst))
+    with pytest.raises(InputError, match="cannot read"):
+        _cfg("--config", str(tmp_path / "missing.json"))
+
+
+def test_event_column_becomes_the_event_kinds(tmp_path: Path):
+    """A log's own event column (--columns event=...) gives the kinds a device logs."""
+    from kdaliens.training.data import load_prepared
+
+    rng = np.random.default_rng(0)
+    n = 600
+    rows = ["uid,sku,ts,action"] + [f"u{rng.integers(0, 20)},i{rng.integers(0, 400)},{k},"
+                                    f"{['view', 'cart', 'buy'][k % 3] if k % 7 else ''}" for k in range(n)]
+    (tmp_path / "log.csv").write_text("\n".join(rows) + "\n")
+    cfg = _cfg("--columns", "user_id=uid,item_id=sku,timestamp=ts,event=action")
+    prep = load_prepared(tmp_path / "log.csv", cfg.data, cfg.split, use_cache=False)
+    assert set(prep.spec.event_vocab) == {"buy", "cart", "view", "interact"}  # a missing kind: "interact"
+    assert prep.spec.default_event in {"view", "cart", "buy"} and prep.implicit  # the most common kind
+    kinds = [prep.spec.event_vocab[i - 2] for i in prep.ev_event]
+    assert kinds.count("interact") == sum(1 for k in range(n) if k % 7 == 0)

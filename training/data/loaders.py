@@ -66,6 +66,11 @@ class Dataset:
         user_field_kinds / item_field_kinds: attribute name -> kind.
         implicit: True when there are no explicit labels (negatives get sampled).
         sources: files read, for cache keys.
+        columns: for CSV/Parquet, how the file's columns were read: ``rows`` read,
+            ``roles`` (our name -> the file's column), ``user_columns``, ``item_columns``
+            and the ``ignored`` columns.
+
+    ``interactions`` also has an ``event`` column (the event kind) when the log has one.
     """
 
     name: str
@@ -76,6 +81,7 @@ class Dataset:
     item_field_kinds: dict[str, str]
     implicit: bool
     sources: list[str] = field(default_factory=list)
+    columns: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.interactions)
@@ -85,6 +91,22 @@ class Dataset:
         n_i = self.interactions["item_id"].nunique()
         kind = "implicit" if self.implicit else f"explicit, {self.interactions['label'].mean():.1%} clicks"
         return f"{self.name}: {len(self):,} interactions, {n_u:,} users, {n_i:,} items ({kind})"
+
+    def columns_summary(self) -> str:
+        """How a CSV/Parquet file's columns were read ('' for other formats)."""
+        return describe_columns(self.columns, len(self))
+
+
+def describe_columns(c: Mapping[str, Any], n_interactions: int) -> str:
+    """One line: the columns used for each role and as attributes, those ignored, the rows kept."""
+    if not c:
+        return ""
+    roles = ", ".join(f"{ours}={theirs}" for ours, theirs in c["roles"].items())
+    attrs = "; ".join(f"{what} attributes {', '.join(c[key])}" for what, key in (("user", "user_columns"),
+                                                                             ("item", "item_columns")) if c[key])
+    ignored = ", ".join(c["ignored"]) or "none"
+    return (f"columns {roles}" + (f"; {attrs}" if attrs else "") + f"; ignored: {ignored} "
+            f"(--user-cols/--item-cols to use them); {c['rows']:,} rows read, {n_interactions:,} interactions kept")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -167,7 +189,8 @@ def _finish(name: str, inter: pd.DataFrame, users: pd.DataFrame | None, items: p
         inter["label"] = (inter["rating"] >= config.click_threshold).astype(np.float64)
     if implicit:
         inter["label"] = np.nan
-    inter = inter[["user_id", "item_id", "timestamp", "rating", "label"]].reset_index(drop=True)
+    keep = ["user_id", "item_id", "timestamp", "rating", "label"] + (["event"] if "event" in inter else [])
+    inter = inter[keep].reset_index(drop=True)
     if len(inter) == 0:
         raise InputError(f"{name}: no interactions found in {sources}")
 
@@ -338,7 +361,11 @@ _GUESSES = {
     "timestamp": ["timestamp", "ts", "time", "datetime", "Timestamp", "event_time"],
     "rating": ["rating", "score", "stars", "Rating"],
     "label": ["label", "click", "clicked", "y"],
+    "event": ["event", "event_type", "action", "behavior", "behaviour"],
 }
+
+#: What ``DataConfig.columns`` (and ``kdaliens-train --columns``) can map.
+COLUMN_ROLES = tuple(_GUESSES)
 
 
 def load_table(path: Path, config: DataConfig) -> Dataset:
@@ -368,10 +395,14 @@ def load_table(path: Path, config: DataConfig) -> Dataset:
             found = next((g for g in guesses if g in df.columns), None)
             if found is not None:
                 mapping[ours] = found
+    unknown = set(config.columns) - set(_GUESSES)
+    if unknown:
+        raise InputError(f"data.columns: unknown keys {sorted(unknown)}; it maps {list(_GUESSES)} to your columns")
     for need in ("user_id", "item_id"):
         if need not in mapping:
             raise DataFormatError(path, 1 if line_offset else None,
-                                  f"a {need} column (map it with columns={{'{need}': ...}})",
+                                  f"a {need} column (name it with --columns {need}=YOUR_COLUMN, or "
+                                  f'"data": {{"columns": {{"{need}": "YOUR_COLUMN"}}}} in the config file)',
                                   ", ".join(map(str, df.columns)))
     inter = pd.DataFrame({"user_id": df[mapping["user_id"]].astype(object),
                           "item_id": df[mapping["item_id"]].astype(object)})
@@ -413,9 +444,16 @@ def load_table(path: Path, config: DataConfig) -> Dataset:
                  pd.to_numeric(df[c], errors="coerce").notna().mean() > 0.99 else "categorical" for c in cols}
         return t, kinds
 
+    if "event" in mapping:
+        inter["event"] = df[mapping["event"]].astype(object)
     users, ukinds = attrs(config.user_columns, "user_id")
     items, ikinds = attrs(config.item_columns, "item_id")
-    return _finish(path.stem, inter, users, items, ukinds, ikinds, [str(path)], config, has_label=has_label)
+    listed = set(mapping.values()) | set(config.user_columns) | set(config.item_columns)
+    ds = _finish(path.stem, inter, users, items, ukinds, ikinds, [str(path)], config, has_label=has_label)
+    ds.columns = {"rows": int(len(df)), "roles": dict(mapping), "user_columns": list(config.user_columns),
+                  "item_columns": list(config.item_columns),
+                  "ignored": [str(c) for c in df.columns if c not in listed]}
+    return ds
 
 
 # ----------------------------------------------------------------------------- dispatch

@@ -44,7 +44,7 @@ from kdaliens.sdk.features import (
 from kdaliens.sdk.history import HistorySpec
 
 from ..config import DataConfig, SplitConfig
-from .loaders import EMBEDDED, Dataset, embedded_path, load_dataset
+from .loaders import EMBEDDED, Dataset, describe_columns, embedded_path, load_dataset
 
 PREP_VERSION = 2
 IMPLICIT_EVENT = "interact"
@@ -154,14 +154,18 @@ def _quantile_boundaries(values: np.ndarray, n_buckets: int) -> tuple[float, ...
 
 
 def event_tokens(ds: Dataset) -> np.ndarray:
-    """The behaviour-log ``event`` of every interaction: the rating ("4"), click/view, or "interact"."""
+    """The behaviour-log ``event`` of every interaction: the log's own event column (missing
+    values: "interact"), else the rating ("4"), click/view, or "interact"."""
+    from kdaliens.sdk.features import normalize_token
+
+    if "event" in ds.interactions:
+        return np.array([normalize_token(x) or IMPLICIT_EVENT for x in ds.interactions["event"]], dtype=object)
     if ds.implicit:
         return np.full(len(ds.interactions), IMPLICIT_EVENT, dtype=object)
     r = ds.interactions["rating"].to_numpy()
     if np.isnan(r).all():  # labelled CTR data without ratings
         lab = ds.interactions["label"].to_numpy()
         return np.where(lab > 0.5, "click", "view").astype(object)
-    from kdaliens.sdk.features import normalize_token
     return np.array([normalize_token(x) or IMPLICIT_EVENT for x in r], dtype=object)
 
 
@@ -270,7 +274,7 @@ def prepare(ds: Dataset, cfg: SplitConfig | None = None) -> Prepared:
     train_rows = np.flatnonzero(split == 0)
     # The spec is built on a dataset view in sorted order.
     sorted_ds = Dataset(ds.name, inter, ds.users, ds.items, ds.user_field_kinds, ds.item_field_kinds,
-                        ds.implicit, ds.sources)
+                        ds.implicit, ds.sources, ds.columns)
     spec = build_feature_spec(sorted_ds, train_rows, cfg)
     enc = FeatureEncoder(spec)
 
@@ -302,7 +306,7 @@ def prepare(ds: Dataset, cfg: SplitConfig | None = None) -> Prepared:
         "n_items": int(len(item_ids)), "implicit": bool(ds.implicit), "split": cfg.to_dict(),
         "ctr_sizes": {k: int(len(v["label"])) for k, v in ctr.items()},
         "ctr_click_rate": {k: float(np.mean(v["label"])) if len(v["label"]) else None for k, v in ctr.items()},
-        "rank_users": int(len(eligible)), "prep_version": PREP_VERSION,
+        "rank_users": int(len(eligible)), "prep_version": PREP_VERSION, "columns": ds.columns,
     }
     return Prepared(spec=spec, item_ids=item_ids, user_ids=user_ids.astype(object), item_arrays=item_arrays,
                     user_arrays=user_arrays, ev_user=ev_user, ev_item=ev_item, ev_ts=ev_ts, ev_event=ev_event,
@@ -357,6 +361,13 @@ def _rank_splits(eligible, ev_item, ev_ts, offsets, pos, touched, n_items: int, 
 
 
 # ------------------------------------------------------------------------------ cache
+def _print_columns(prep: Prepared) -> None:
+    line = describe_columns(prep.meta.get("columns") or {}, prep.meta["n_interactions"])
+    if line:
+        print(f"[data] {line}; {prep.meta['rank_users']:,} of {prep.meta['n_users']:,} users have the 3 events "
+              f"the ranking evaluation needs")
+
+
 def cache_root() -> Path:
     """``$KDALIENS_CACHE`` or ``~/.cache/kdaliens``."""
     env = os.environ.get("KDALIENS_CACHE")
@@ -411,6 +422,7 @@ def load_prepared(name_or_path: str | os.PathLike, data_config: DataConfig | Map
             if verbose:
                 print(f"[data] loaded preprocessed {prep.meta['dataset']} from cache {entry} "
                       f"in {time.perf_counter() - t0:.2f}s")
+                _print_columns(prep)
             return prep
         except (OSError, ValueError, KeyError, InputError) as e:  # corrupt entry: rebuild it
             if verbose:
@@ -424,6 +436,7 @@ def load_prepared(name_or_path: str | os.PathLike, data_config: DataConfig | Map
     prep.meta["timings_s"] = {"load": round(t1 - t0, 3), "prepare": round(t2 - t1, 3)}
     if verbose:
         print(f"[data] {ds.summary()}; loaded in {t1 - t0:.2f}s, preprocessed in {t2 - t1:.2f}s")
+        _print_columns(prep)
     if use_cache:
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
