@@ -20,7 +20,7 @@ from kdaliens.sdk.signing import load_signing_key
 
 from .bundle import DEBUG_STAGING, check_bundle_version, check_out, staging_dir, write_bundle, write_debug
 from .check import random_requests, self_check
-from .exportable import Exportable, load_exportable
+from .exportable import Exportable, choose_model, load_exportable
 from .parity import Requests, check_parity, load_requests, torch_runner
 from .targets import ExportConfig, LoweredModel, get_target
 
@@ -29,7 +29,7 @@ def export_bundle(run_dir: str | Path, target: str | ExportConfig, out: str | Pa
                   max_candidates: int = 512, tolerance: float = 0.002, buckets: tuple[int, ...] | None = None,
                   parity_limit: int | None = None, log: Callable[[str], None] = print,
                   debug: bool = False, force: bool = False, sign: str | os.PathLike | bytes | None = None,
-                  bundle_version: int | None = None) -> dict[str, Any]:
+                  bundle_version: int | None = None, model: str = "student_kd") -> dict[str, Any]:
     """Export the run's student for ``target``, check it in the real runtime, write the bundle.
 
     Args:
@@ -50,6 +50,8 @@ def export_bundle(run_dir: str | Path, target: str | ExportConfig, out: str | Pa
             which lists every file's sha256, is signed with Ed25519 into ``manifest.sig``.
         bundle_version: the version devices pin (a BundleStore refuses a lower one);
             default: the time in seconds, above the version of a bundle already at ``out``.
+        model: ``student_kd`` (default), ``student_plain``, or ``auto`` (the better of the
+            two on validation).
 
     Returns:
         The manifest that was written.
@@ -61,7 +63,7 @@ def export_bundle(run_dir: str | Path, target: str | ExportConfig, out: str | Pa
             unusable signing key or bundle version (checked before any work).
     """
     config = target if isinstance(target, ExportConfig) else ExportConfig(
-        target, quantize, max_candidates, tolerance, parity_limit, buckets, debug=debug)
+        target, quantize, max_candidates, tolerance, parity_limit, buckets, debug=debug, model=model)
     check_out(Path(out), force)
     if sign is not None:
         load_signing_key(sign)  # fail before minutes of lowering, not after
@@ -87,7 +89,9 @@ class _Export:
         t0 = time.perf_counter()
         cfg = self.config
         self.log(f"[export] {cfg.target.value}, quantize={cfg.quantize.value}, from {self.run_dir}")
-        exp = load_exportable(self.run_dir, cfg.quantize.value)
+        model, why = choose_model(self.run_dir, cfg.model)
+        self.log(f"[export] model {model} ({why})")
+        exp = load_exportable(self.run_dir, cfg.quantize.value, model)
         requests = load_requests(self.run_dir, exp, "test", limit=cfg.parity_limit)
         staging = staging_dir(self.out)
         try:

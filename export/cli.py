@@ -1,7 +1,7 @@
 """``kdaliens-export``: lower a run's student to an ExecuTorch, ONNX or LiteRT bundle.
 
     kdaliens-export --target executorch|onnx|litert --run runs/ml100k --out bundles/executorch [--quantize int8|none]
-                    [--sign keys/signing.key] [--bundle-version N]
+                    [--model student_kd|student_plain|auto] [--sign keys/signing.key] [--bundle-version N]
 
 ``tflite`` is accepted as another name for ``litert``.
 """
@@ -16,6 +16,28 @@ from kdaliens.sdk.extras import run_tool
 from kdaliens.sdk.names import Quantization, TargetName
 
 
+def _auc_points(text: str) -> float:
+    """``--tolerance``: AUC points in [0, 1], checked before any work."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of AUC points (e.g. 0.002)") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]: it is the largest AUC drop the bundle may have "
+                                         "against the model you trained (default 0.002)")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kdaliens-export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,11 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="replace --out even if it holds files kdaliens did not write")
     p.add_argument("--quantize", default="int8", choices=Quantization.choices(), help="default: int8")
-    p.add_argument("--max-candidates", type=int, default=512,
+    p.add_argument("--model", default="student_kd", choices=("student_kd", "student_plain", "auto"),
+                   help="the student to export: student_kd (distilled, the default), student_plain (labels only), "
+                        "or auto: the better of the two on validation (never test)")
+    p.add_argument("--max-candidates", type=_positive_int, default=512,
                    help="most candidates per model call; the SDK chunks longer lists (default 512)")
-    p.add_argument("--tolerance", type=float, default=0.002,
+    p.add_argument("--tolerance", type=_auc_points, default=0.002,
                    help="largest AUC drop against the reference before the bundle is refused (default 0.002)")
-    p.add_argument("--parity-limit", type=int, default=None,
+    p.add_argument("--parity-limit", type=_positive_int, default=None,
                    help="score only this many held-out requests in the parity gate (default: all)")
     p.add_argument("--sign", metavar="KEY",
                    help="sign the manifest (which lists every file's sha256) with this signing.key from "
@@ -58,7 +83,8 @@ def _export(args: argparse.Namespace) -> int:
 
     try:
         config = ExportConfig(args.target, args.quantize, max_candidates=args.max_candidates,
-                              tolerance=args.tolerance, parity_limit=args.parity_limit, debug=args.debug)
+                              tolerance=args.tolerance, parity_limit=args.parity_limit, debug=args.debug,
+                              model=args.model)
         export_bundle(args.run, config, args.out, force=args.force, sign=args.sign,
                       bundle_version=args.bundle_version)
     except KdaliensError as e:

@@ -116,25 +116,62 @@ class Exportable:
         return tuple(out)
 
 
-def load_exportable(run_dir: str | Path, quantize: str = "int8") -> Exportable:
+#: What ``kdaliens-export --model`` exports.
+EXPORT_MODELS = ("student_kd", "student_plain", "auto")
+
+
+def _best_validation(run_dir: Path, model: str) -> float | None:
+    """The model's best validation AUC + NDCG@10 in ``history.json`` (its early-stopping score)."""
+    import json
+
+    path = run_dir / "history.json"
+    rows = json.loads(path.read_text()).get(model, []) if path.exists() else []
+    scores = [r["val"]["ctr"]["auc"] + r["val"]["ranking"]["ndcg@10"] for r in rows if "val" in r]
+    return max(scores) if scores else None
+
+
+def choose_model(run_dir: str | Path, model: str = "student_kd") -> tuple[str, str]:
+    """The student ``model`` names (``auto``: the better on validation) and why it was chosen."""
+    run_dir = Path(run_dir)
+    if model not in EXPORT_MODELS:
+        raise InputError(f"model must be one of {list(EXPORT_MODELS)}, got {model!r}")
+    if model != "auto":
+        return model, "asked for"
+    kd, plain = _best_validation(run_dir, "student_kd"), _best_validation(run_dir, "student_plain")
+    if kd is None or plain is None:
+        raise InputError(f"{run_dir}: --model auto compares the students' validation scores in history.json, "
+                         f"which lacks {'student_kd' if kd is None else 'student_plain'}; name the model instead")
+    pick = "student_kd" if kd >= plain else "student_plain"
+    return pick, f"auto: validation AUC + NDCG@10 {kd:.4f} (student_kd) vs {plain:.4f} (student_plain)"
+
+
+def load_exportable(run_dir: str | Path, quantize: str = "int8", model: str = "student_kd") -> Exportable:
     """The student to export from a run directory.
 
-    ``quantize="none"``: the distilled fp32 student (``student_kd.pt``).
-    ``quantize="int8"``: the QAT student's fine-tuned weights in eager form
-    (``student_kd_int8.pt``, embedding tables on their QAT grid; targets re-apply int8
-    with the same recipe), or the fp32 distilled student when the run has no QAT
-    checkpoint.
+    ``model``: ``student_kd`` (the distilled student, the default), ``student_plain``
+    (trained on labels only), or ``auto`` (of the two, the better on validation; see
+    :func:`choose_model`).
+
+    ``quantize="none"``: the fp32 student (``student_kd.pt`` or ``student_plain.pt``).
+    ``quantize="int8"``: for the distilled student, the QAT student's fine-tuned weights
+    in eager form (``student_kd_int8.pt``, embedding tables on their QAT grid; targets
+    re-apply int8 with the same recipe), or the fp32 distilled student when the run has
+    no QAT checkpoint; the plain student has no QAT step, so its tables are put on the
+    grid here and the targets calibrate its activations (post-training quantization).
     """
     run_dir = Path(run_dir)
     if quantize not in ("int8", "none"):
         raise InputError(f"quantize must be 'int8' or 'none', got {quantize!r}")
-    kd = run_dir / "student_kd.pt"
+    model, _ = choose_model(run_dir, model)
+    kd = run_dir / f"{model}.pt"
     qat = run_dir / "student_kd_int8.pt"
     if not kd.exists():
-        raise InputError(f"{run_dir}: no student_kd.pt; run kdaliens-train --out {run_dir} first")
+        raise InputError(f"{run_dir}: no {model}.pt; run kdaliens-train --out {run_dir} first")
     student, cfg, spec, extra = load_model(kd)
     source, metrics = kd, extra.get("metrics", {})
-    if quantize == "int8" and qat.exists():
+    if quantize == "int8" and model == "student_plain":
+        snap_embeddings(student, cfg.quant)
+    elif quantize == "int8" and qat.exists():
         payload = read_checkpoint(qat)
         qat_state = payload["state_dict"]
         student = StudentRanker(spec, cfg.student)

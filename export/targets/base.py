@@ -34,13 +34,16 @@ class ExportConfig:
         max_candidates: the most candidates one model call takes; the SDK chunks longer
             lists (LiteRT: the largest bucket).
         tolerance: the largest AUC drop of the exported model against the reference
-            before the bundle is refused.
+            before the bundle is refused (kdaliens-export takes 0 to 1; a negative value
+            here demands a gain, which refuses every bundle: the tests use it).
         parity_limit: score only this many held-out requests in the parity gate (None: all).
         buckets: LiteRT only: candidate counts with a signature each (None: the default).
         onnx_method: ONNX int8 only: ``dynamic`` or ``qdq`` (None: the default).
         debug: also write debugging artifacts (ExecuTorch: ``model.etrecord``, which names
             operators in ``kdaliens-profile``'s breakdown) to ``<out>.debug/``, beside the
             bundle; they are never part of the bundle a device installs.
+        model: the student to export: ``student_kd`` (distilled), ``student_plain`` or
+            ``auto`` (the better of the two on validation).
     """
 
     target: TargetName | str
@@ -51,6 +54,7 @@ class ExportConfig:
     buckets: tuple[int, ...] | None = None
     onnx_method: str | None = None
     debug: bool = False
+    model: str = "student_kd"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target", TargetName.parse(self.target, "target"))
@@ -60,6 +64,8 @@ class ExportConfig:
         if isinstance(self.tolerance, bool) or not isinstance(self.tolerance, (int, float)) \
                 or not math.isfinite(self.tolerance):
             raise InputError(f"tolerance must be a finite number of AUC points, got {self.tolerance!r}")
+        if self.model not in ("student_kd", "student_plain", "auto"):
+            raise InputError(f"model must be student_kd, student_plain or auto, got {self.model!r}")
         if self.parity_limit is not None and (not isinstance(self.parity_limit, int) or self.parity_limit < 1):
             raise InputError(f"parity_limit must be None or an int >= 1, got {self.parity_limit!r}")
         if self.buckets is not None:

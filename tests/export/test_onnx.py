@@ -248,3 +248,35 @@ def test_int8_parity_on_the_trained_run(exp, tmp_path):
     backend = OnnxRuntimeBackend(tmp_path / "int8" / info.model_file, {"signature": info.signature})
     parity = check.self_check(exp, backend.run, quantized=True)
     assert parity["min_spearman"] > 0.98 and parity["top10_agreement"] >= 0.8
+
+
+def test_model_flag_exports_the_plain_student_or_the_better_on_validation(run_dir, tmp_path):
+    """--model student_plain ships the plain student (int8 by post-training quantization, through
+    the same parity gate); --model auto picks by validation, never test."""
+    from kdaliens.export.api import export_bundle
+    from kdaliens.export.exportable import choose_model
+
+    m = export_bundle(run_dir, "onnx", tmp_path / "plain", model="student_plain", parity_limit=200, log=_quiet)
+    assert m["source"]["checkpoint"] == "student_plain.pt" and m["quantization"] != "none"
+    assert m["parity"]["auc_exported"] >= m["parity"]["auc_reference"] - 0.002
+    hist = json.loads((run_dir / "history.json").read_text())
+    best = {k: max(r["val"]["ctr"]["auc"] + r["val"]["ranking"]["ndcg@10"] for r in hist[k])
+            for k in ("student_kd", "student_plain")}
+    picked, why = choose_model(run_dir, "auto")
+    assert picked == max(best, key=best.get) and "validation" in why
+    with pytest.raises(InputError, match="model must be"):
+        choose_model(run_dir, "teacher")
+
+
+@pytest.mark.parametrize("flag, value, match", [
+    ("--tolerance", "-1", "not in \\[0, 1\\]"),
+    ("--tolerance", "abc", "not a number"),
+    ("--parity-limit", "0", "at least 1"),
+])
+def test_export_flags_are_checked_before_any_work(run_dir, tmp_path, flag, value, match):
+    import re
+
+    r = subprocess.run([sys.executable, "-m", "kdaliens.export.cli", "--target", "onnx", "--run", str(run_dir),
+                        "--out", str(tmp_path / "b"), flag, value], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and re.search(match, r.stderr) and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "b").exists()
