@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from kdaliens.training.quiet import quiet_third_party
+
+    quiet_third_party()
     from .api import export_bundle
     from .targets import ExportConfig
 

@@ -11,6 +11,9 @@ def quickstart(argv: Sequence[str] | None = None) -> int:
     """``kdaliens-quickstart``: :func:`kdaliens.jobs.quickstart.main` once its extras are importable."""
 
     def _main() -> int:
+        from kdaliens.training.quiet import quiet_third_party
+
+        quiet_third_party()
         from .quickstart import main
 
         return main(argv)

@@ -232,7 +232,8 @@ def torch_step(run_dir: Path, path: Path, candidates: Sequence[int], repeats: in
 
         exp = load_exportable(run_dir, "none")
         prep = run_prepared(run_dir, exp.config)
-        with tqdm(total=2 * len(candidates), desc="eager torch", unit="size", file=sys.stderr) as bar:
+        with tqdm(total=2 * len(candidates), desc="eager torch", unit="size", file=sys.stderr,
+                  disable=not sys.stderr.isatty()) as bar:  # a bar in a log file is noise
             teacher = time_teacher(run_dir, candidates, repeats=repeats, prep=prep, progress=bar.update)
             student = []
             fn = eager_student_fn(exp)

@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from .quiet import quiet_third_party
+
+    quiet_third_party()
     from .pipeline import run
 
     try:

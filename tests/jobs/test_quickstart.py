@@ -108,3 +108,22 @@ def test_steps_reused_then_all_reused(quickstart):
 def test_cli_rejects_bad_arguments(capsys):
     assert main(["--users", "0"]) == 2
     assert "--users" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_console_quickstart_is_quiet(tmp_path):
+    """``kdaliens-quickstart`` (tiny) as a user runs it, stderr to a file: no Python warnings, and small."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tool = Path(sys.executable).parent / "kdaliens-quickstart"
+    with open(tmp_path / "stderr.txt", "w") as err:
+        r = subprocess.run([str(tool), "--tiny", "--out", str(tmp_path / "qs")], stdout=subprocess.DEVNULL,
+                           stderr=err, timeout=1800)
+    text = (tmp_path / "stderr.txt").read_text(errors="replace")
+    assert r.returncode == 0, text[-3000:]
+    warned = [line for line in text.splitlines() if re.search(r"\b\w*(Warning|Deprecation)\b:", line)]
+    assert not warned, warned[:5]
+    assert len(text.encode()) < 20_000, len(text.encode())
