@@ -80,17 +80,30 @@ def plot_training(history: dict[str, list], path: Path) -> Path:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 3.6), dpi=120)
-    for k, (block, key, label) in enumerate((("ctr", "auc", "validation AUC"), ("ranking", "hr@10", "validation HR@10"))):
+    names = sorted(history, key=lambda n: MODELS.index(n) if n in MODELS else len(MODELS))
+    panels = (("ctr", "auc", "validation AUC", 0.5), ("ranking", "hr@10", "validation HR@10", 0.0))
+    for k, (block, key, label, chance) in enumerate(panels):
         ax = fig.add_subplot(1, 2, k + 1)
-        for name in sorted(history, key=lambda n: MODELS.index(n) if n in MODELS else len(MODELS)):
-            # An ensemble teacher has one curve per member; the first stands for them.
-            pts = [(h["epoch"], h["val"][block][key]) for h in history[name] if h.get("val") and not h.get("member")]
-            if pts:
+        # An ensemble teacher has one curve per member; the first stands for them.
+        curves = {name: [(h["epoch"], h["val"][block][key]) for h in history[name]
+                         if h.get("val") and not h.get("member")] for name in names}
+        curves = {n: p for n, p in curves.items() if p}
+        if max((len(p) for p in curves.values()), default=0) <= 1:
+            # One epoch each (a smoke run): no curve to draw, so the values as bars from chance level.
+            vals = [p[0][1] for p in curves.values()]
+            ax.bar(range(len(vals)), [v - chance for v in vals], bottom=chance,
+                   color=[MODEL_COLORS.get(n) for n in curves])
+            for i, v in enumerate(vals):
+                ax.text(i, v, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
+            ax.set_xticks(range(len(vals)), list(curves), fontsize=7)
+            ax.set_title(f"{label} after the only epoch (bars from {chance:g})", fontsize=9)
+        else:
+            for name, pts in curves.items():
                 ax.plot(*zip(*pts), "-o", markersize=3, color=MODEL_COLORS.get(name), label=name)
-        ax.set_xlabel("epoch")
-        ax.set_title(label, fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.set_title(label, fontsize=9)
+            ax.legend(fontsize=7)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     return path

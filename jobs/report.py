@@ -67,7 +67,7 @@ def checks(rows: list[dict], bundles: dict[str, dict]) -> tuple[dict[str, float]
         p = b.get("parity") or {}
         if "auc_exported" in p:
             d = abs(p["auc_exported"] - p["auc_reference"])
-            out.append({"name": f"{t} int8 parity |AUC exported - reference|", "value": round(d, 5),
+            out.append({"name": f"{t} int8 parity: AUC exported vs reference, absolute difference", "value": round(d, 5),
                         "target": "<= 0.002", "met": d <= 0.002})
     return speedup, out
 
@@ -117,12 +117,12 @@ def format_report_md(rep: dict) -> str:
         L += ["## Bundles (int8)", "", "Bundle = the folder a device installs: the model file and `manifest.json` (ExecuTorch's "
               "`model.etrecord`, a profiling aid for `kdaliens-profile`, is beside it in `<bundle>.debug/`). "
               "Parity: the held-out CTR test split scored by the target's runtime and by the PyTorch reference.", "",
-              "| target | model file | bundle | AUC reference | AUC exported | max abs diff |",
-              "|---|---|---|---|---|---|"]
+              "| target | model file | bundle | parity requests | AUC reference | AUC exported | max abs diff |",
+              "|---|---|---|---|---|---|---|"]
         for t, b in rep["bundles"].items():
             p = b["parity"]
             L.append(f"| {t} | {b['model_file']} {b['model_bytes'] / 1024:.1f} KB | {b['bundle_bytes'] / 1024:.1f} KB | "
-                     f"{_fmt(p.get('auc_reference'))} | {_fmt(p.get('auc_exported'))} | "
+                     f"{_fmt(p.get('requests'), 0)} | {_fmt(p.get('auc_reference'))} | {_fmt(p.get('auc_exported'))} | "
                      f"{_fmt(p.get('max_abs_diff'), 6)} |")
         L.append("")
     if rep["latency"]:

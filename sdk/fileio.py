@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO], None], mode: int = 0o644) -> Path:
     """Write ``data`` (bytes, text, or a function writing to a binary file) to ``path``.
 
     The content goes to a temporary file in the same folder, is flushed to disk, and is
-    renamed over ``path``; the temporary file is removed if anything fails.
+    renamed over ``path``; the temporary file is removed if anything fails. The file gets
+    ``mode`` (0o644: readable by all, as an ordinary file; a temporary file alone would be
+    private, 0o600); pass 0o600 for secrets.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,6 +30,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
                 f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -81,7 +81,7 @@ def generate_keys(out_dir: str | os.PathLike, force: bool = False) -> tuple[Path
     old = os.umask(0o077)  # the secret key is never readable by others, not even for a moment
     try:
         atomic_write(key_path, json.dumps({"kind": _SECRET_KIND, "seed": bytes(sk).hex(), "key_id": key_id(pub)},
-                                          indent=1) + "\n")
+                                          indent=1) + "\n", mode=0o600)
     finally:
         os.umask(old)
     os.chmod(key_path, 0o600)

@@ -41,3 +41,13 @@ def test_bad_checkpoints_raise_clear_errors(tmp_path):
         load_model(p)
     with pytest.raises(InputError, match="no such checkpoint"):
         load_model(tmp_path / "missing.pt")
+
+
+def test_run_files_are_readable_by_others(tiny_run):
+    """A run folder is meant to be shared (a CI artifact, a colleague's export): ordinary 0644
+    files, not the 0600 of the temporary files they are written through."""
+    import stat
+
+    run_dir, _ = tiny_run
+    for name in ("metrics.json", "config.json", "history.json", "student_kd.pt", "teacher.pt"):
+        assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o644, name
