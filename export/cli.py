@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from kdaliens.sdk.errors import KdaliensError
-from kdaliens.sdk.extras import run_tool
+from kdaliens.sdk.extras import help_text, run_tool
 from kdaliens.sdk.names import Quantization, TargetName
 
 
@@ -39,7 +39,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kdaliens-export", description=__doc__,
+    p = argparse.ArgumentParser(prog="kdaliens-export", description=help_text(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", required=True, choices=TargetName.choices(aliases=True),
                    help="where the bundle runs (tflite: another name for litert)")

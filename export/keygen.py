@@ -14,10 +14,11 @@ import argparse
 import sys
 
 from kdaliens.sdk.errors import KdaliensError
+from kdaliens.sdk.extras import help_text
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="kdaliens-keygen", description=__doc__,
+    p = argparse.ArgumentParser(prog="kdaliens-keygen", description=help_text(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder for signing.key and signing.pub (created if missing)")
     p.add_argument("--force", action="store_true", help="overwrite an existing key pair there")

@@ -60,6 +60,7 @@ import numpy as np
 
 from kdaliens.sdk.bundle import Bundle, sha256_file
 from kdaliens.sdk.errors import KdaliensError
+from kdaliens.sdk.extras import help_text
 from kdaliens.training.pipeline import MODELS, write_json
 
 from .plots import plot_accuracy, plot_latency, plot_training
@@ -414,7 +415,7 @@ def run_quickstart(out: str | Path = DEFAULT_OUT, force: bool = False, config=No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kdaliens-quickstart", description=__doc__,
+    p = argparse.ArgumentParser(prog="kdaliens-quickstart", description=help_text(__doc__, stop="``report.json`` (``schema``"),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: ./{DEFAULT_OUT})")
     p.add_argument("--force", action="store_true", help="redo every step, even those whose output is current")

@@ -59,3 +59,16 @@ def run_tool(prog: str, extra: str, needs: Sequence[str], main: Callable[[], int
             raise
         print(missing_line(prog, top), file=sys.stderr)
         return 2
+
+
+def help_text(doc: str | None, stop: str | None = None) -> str:
+    """A module docstring as ``--help`` text: reST markup dropped (````x```` -> x, ``:func:`a.b``` -> b,
+    ``**x**`` -> x), and cut before the line starting with ``stop``."""
+    import re
+
+    text = doc or ""
+    if stop is not None and stop in text:
+        text = text[:text.index(stop)]
+    text = re.sub(r":\w+:`~?([\w.]+\.)?([\w]+)`", r"\2", text)
+    text = text.replace("``", "").replace("**", "")
+    return text.rstrip() + "\n"

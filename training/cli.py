@@ -31,11 +31,11 @@ import sys
 from pathlib import Path
 
 from kdaliens.sdk.errors import KdaliensError
-from kdaliens.sdk.extras import run_tool
+from kdaliens.sdk.extras import help_text, run_tool
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kdaliens-train", description=__doc__,
+    p = argparse.ArgumentParser(prog="kdaliens-train", description=help_text(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="embedded dataset name (movielens-100k) or a path to a log")
     p.add_argument("--out", required=True, help="run directory to write")
