@@ -14,6 +14,7 @@ import sys
 from kdaliens.sdk.errors import KdaliensError
 from kdaliens.sdk.extras import help_text, run_tool
 from kdaliens.sdk.names import Quantization, TargetName
+from kdaliens.training.quiet import add_output_flags, quiet_third_party, tool_log
 
 
 def _auc_points(text: str) -> float:
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true",
                    help="also write debugging artifacts (ExecuTorch: model.etrecord, for kdaliens-profile's "
                         "per-operator names) to OUT.debug/ beside the bundle; devices never need them")
+    add_output_flags(p)
     return p
 
 
@@ -78,9 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from kdaliens.training.quiet import quiet_third_party
-
-    quiet_third_party()
+    if not args.verbose:
+        quiet_third_party()
     from .api import export_bundle
     from .targets import ExportConfig
 
@@ -89,7 +90,7 @@ def _export(args: argparse.Namespace) -> int:
                               tolerance=args.tolerance, parity_limit=args.parity_limit, debug=args.debug,
                               model=args.model)
         export_bundle(args.run, config, args.out, force=args.force, sign=args.sign,
-                      bundle_version=args.bundle_version)
+                      bundle_version=args.bundle_version, log=tool_log(args.quiet, keep=("[export] wrote",)))
     except KdaliensError as e:
         print(f"kdaliens-export: error: {e}", file=sys.stderr)
         return 2

@@ -11,9 +11,13 @@ def quickstart(argv: Sequence[str] | None = None) -> int:
     """``kdaliens-quickstart``: :func:`kdaliens.jobs.quickstart.main` once its extras are importable."""
 
     def _main() -> int:
+        import sys
+
         from kdaliens.training.quiet import quiet_third_party
 
-        quiet_third_party()
+        args = sys.argv[1:] if argv is None else list(argv)
+        if "--verbose" not in args and "-v" not in args:
+            quiet_third_party()
         from .quickstart import main
 
         return main(argv)

@@ -62,6 +62,7 @@ from kdaliens.sdk.bundle import Bundle, sha256_file
 from kdaliens.sdk.errors import KdaliensError
 from kdaliens.sdk.extras import help_text
 from kdaliens.training.pipeline import MODELS, write_json
+from kdaliens.training.quiet import add_output_flags, tool_log
 
 from .plots import plot_accuracy, plot_latency, plot_training
 from .report import _fmt, bundle_summary, checks, format_demo, format_report_md, latency_rows
@@ -424,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"timed runs per candidate count when profiling bundles (default {DEFAULT_RUNS})")
     p.add_argument("--tiny", action="store_true",
                    help="a smoke run in a few minutes: tiny models, parity on 200 requests, fewer timed runs")
+    add_output_flags(p)
     return p
 
 
@@ -439,7 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rep = run_quickstart(args.out, force=args.force, config=tiny_config() if args.tiny else RunConfig(),
                              n_users=args.users, runs=min(args.runs, 50) if args.tiny else args.runs,
                              teacher_repeats=20 if args.tiny else TEACHER_REPEATS,
-                             parity_limit=200 if args.tiny else None, command=cmd.strip())
+                             parity_limit=200 if args.tiny else None, command=cmd.strip(),
+                             log=tool_log(args.quiet, keep=("[quickstart] done", "[check]")) if args.quiet else print)
     except KdaliensError as e:
         print(f"kdaliens-quickstart: error: {e}", file=sys.stderr)
         return 2

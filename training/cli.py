@@ -33,6 +33,8 @@ from pathlib import Path
 from kdaliens.sdk.errors import KdaliensError
 from kdaliens.sdk.extras import help_text, run_tool
 
+from .quiet import add_output_flags, quiet_third_party, tool_log
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kdaliens-train", description=help_text(__doc__),
@@ -58,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=float, dest="max_minutes",
                    help="opt-in wall-time budget for the training loops (default: none, epoch-based)")
     p.add_argument("--force", action="store_true", help="retrain models whose checkpoints already exist")
+    add_output_flags(p)
     return p
 
 
@@ -146,9 +149,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .quiet import quiet_third_party
-
-    quiet_third_party()
+    if not args.verbose:
+        quiet_third_party()
     from .pipeline import run
 
     try:
@@ -156,7 +158,7 @@ def _train(args: argparse.Namespace) -> int:
         if cfg.train.max_minutes is not None:
             print(f"kdaliens-train: time budget {cfg.train.max_minutes} min (--max-minutes): models stop when "
                   f"their share runs out, so results depend on this machine's speed", file=sys.stderr)
-        run(args.data, args.out, cfg)
+        run(args.data, args.out, cfg, log=tool_log(args.quiet))
     except KdaliensError as e:
         print(f"kdaliens-train: error: {e}", file=sys.stderr)
         return 2

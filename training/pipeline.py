@@ -106,7 +106,7 @@ class _Run:
         self.out, self.cfg, self.env, self.log = out, cfg, env, log
         self.t_start = time.perf_counter()
         device = resolve_device(cfg.train.device, env)
-        prep = load_prepared(data, cfg.data, cfg.split, verbose=env.main)
+        prep = load_prepared(data, cfg.data, cfg.split, verbose=env.main, log=log)
         self.ctx = Context(prep, cfg, device)
         self.chash = config_hash(cfg, data)
         self.metrics: dict[str, dict] = {}

@@ -8,9 +8,11 @@ code raises no warnings; everything else still prints.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import warnings
+from collections.abc import Callable
 
 #: (category, message regex) of Python warnings checked to be harmless.
 KNOWN_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
@@ -37,3 +39,27 @@ def quiet_third_party() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     # TensorFlow Lite's C++ INFO lines (oneDNN notes, op counts) when LiteRT converts or loads.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+
+def tool_log(quiet: bool, keep: tuple[str, ...] = ()) -> Callable[[str], None]:
+    """A tool's log function: ``print``, or with ``quiet`` only the lines that are results
+    (those not starting with ``[``: tables, totals), start with one of ``keep`` or report a
+    failure. Quiet also turns progress bars off (tqdm reads ``TQDM_DISABLE``)."""
+    if not quiet:
+        return print
+    os.environ["TQDM_DISABLE"] = "1"
+
+    def log(line: str) -> None:
+        if not line.startswith("[") or line.startswith(keep) or "FAILED" in line:
+            print(line)
+
+    return log
+
+
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    """``--quiet`` and ``--verbose``, the same on every server tool."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quiet", "-q", action="store_true",
+                       help="print only results and errors: no progress lines or bars")
+    group.add_argument("--verbose", "-v", action="store_true",
+                       help="also show the third-party warnings that are filtered as known to be harmless")

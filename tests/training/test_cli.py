@@ -199,3 +199,21 @@ def test_event_column_becomes_the_event_kinds(tmp_path: Path):
     assert prep.spec.default_event in {"view", "cart", "buy"} and prep.implicit  # the most common kind
     kinds = [prep.spec.event_vocab[i - 2] for i in prep.ev_event]
     assert kinds.count("interact") == sum(1 for k in range(n) if k % 7 == 0)
+
+
+def test_quiet_prints_results_and_failures_only(capsys, monkeypatch):
+    from kdaliens.training.quiet import tool_log
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert tool_log(False) is print
+    log = tool_log(True, keep=("[export] wrote",))
+    for line in ("[data] movielens-100k: 100,000 interactions", "[teacher] epoch 1: loss 6.1", "model   AUC",
+                 "teacher 0.8279", "[export] wrote bundles/onnx", "[quickstart] export onnx FAILED: ParityError"):
+        log(line)
+    assert capsys.readouterr().out.splitlines() == ["model   AUC", "teacher 0.8279", "[export] wrote bundles/onnx",
+                                                    "[quickstart] export onnx FAILED: ParityError"]
+    import os
+
+    assert os.environ["TQDM_DISABLE"] == "1"  # no bars either
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--data", "x", "--out", "y", "--quiet", "--verbose"])

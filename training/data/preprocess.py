@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -361,10 +361,10 @@ def _rank_splits(eligible, ev_item, ev_ts, offsets, pos, touched, n_items: int, 
 
 
 # ------------------------------------------------------------------------------ cache
-def _print_columns(prep: Prepared) -> None:
+def _print_columns(prep: Prepared, log: Callable[[str], None] = print) -> None:
     line = describe_columns(prep.meta.get("columns") or {}, prep.meta["n_interactions"])
     if line:
-        print(f"[data] {line}; {prep.meta['rank_users']:,} of {prep.meta['n_users']:,} users have the 3 events "
+        log(f"[data] {line}; {prep.meta['rank_users']:,} of {prep.meta['n_users']:,} users have the 3 events "
               f"the ranking evaluation needs")
 
 
@@ -401,8 +401,10 @@ def cache_key(name_or_path: str | os.PathLike, data_config: DataConfig, cfg: Spl
 
 def load_prepared(name_or_path: str | os.PathLike, data_config: DataConfig | Mapping[str, Any] | None = None,
                   split_config: SplitConfig | None = None, cache_dir: Path | str | None = None,
-                  use_cache: bool = True, verbose: bool = False) -> Prepared:
+                  use_cache: bool = True, verbose: bool = False, log: Callable[[str], None] = print) -> Prepared:
     """Load and preprocess a dataset, from the on-disk cache when it is there.
+
+    With ``verbose``, what was read (and, for CSV/Parquet, which columns) goes to ``log``.
 
     The cache entry is written to a temporary folder and renamed into place, so an
     interrupted run never leaves a half-written entry.
@@ -420,13 +422,13 @@ def load_prepared(name_or_path: str | os.PathLike, data_config: DataConfig | Map
             t0 = time.perf_counter()
             prep = Prepared.load(entry)
             if verbose:
-                print(f"[data] loaded preprocessed {prep.meta['dataset']} from cache {entry} "
+                log(f"[data] loaded preprocessed {prep.meta['dataset']} from cache {entry} "
                       f"in {time.perf_counter() - t0:.2f}s")
-                _print_columns(prep)
+                _print_columns(prep, log)
             return prep
         except (OSError, ValueError, KeyError, InputError) as e:  # corrupt entry: rebuild it
             if verbose:
-                print(f"[data] cache entry {entry} unreadable ({e}); rebuilding")
+                log(f"[data] cache entry {entry} unreadable ({e}); rebuilding")
             shutil.rmtree(entry, ignore_errors=True)
     t0 = time.perf_counter()
     ds = load_dataset(name_or_path, data_config)
@@ -435,8 +437,8 @@ def load_prepared(name_or_path: str | os.PathLike, data_config: DataConfig | Map
     t2 = time.perf_counter()
     prep.meta["timings_s"] = {"load": round(t1 - t0, 3), "prepare": round(t2 - t1, 3)}
     if verbose:
-        print(f"[data] {ds.summary()}; loaded in {t1 - t0:.2f}s, preprocessed in {t2 - t1:.2f}s")
-        _print_columns(prep)
+        log(f"[data] {ds.summary()}; loaded in {t1 - t0:.2f}s, preprocessed in {t2 - t1:.2f}s")
+        _print_columns(prep, log)
     if use_cache:
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
@@ -448,5 +450,5 @@ def load_prepared(name_or_path: str | os.PathLike, data_config: DataConfig | Map
                 shutil.rmtree(tmp, ignore_errors=True)
         except OSError as e:
             if verbose:
-                print(f"[data] could not write cache {entry}: {e}")
+                log(f"[data] could not write cache {entry}: {e}")
     return prep
