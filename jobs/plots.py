@@ -20,19 +20,23 @@ def plot_accuracy(metrics: dict[str, dict], path: Path) -> Path:
     from matplotlib.figure import Figure
 
     names = list(metrics)
-    panels = [("ctr", "auc", "AUC (CTR protocol)", 0.7), ("ranking", "hr@10", "HR@10 (1 + 100 unobserved)", 0.4)]
+    # Bars start at chance level: a random ranking's AUC is 0.5 and its HR@10 among 1 + 100
+    # items is 10/101, so the bars' lengths are what each model adds over chance.
+    panels = [("ctr", "auc", "AUC (CTR protocol), from chance 0.5", 0.5),
+              ("ranking", "hr@10", "HR@10 (1 + 100 unobserved), from chance 0.099", 10 / 101)]
     if all("ranking_full" in metrics[n] for n in names):
-        panels.append(("ranking_full", "hr@10", "HR@10 (full catalogue)", 0.0))
+        panels.append(("ranking_full", "hr@10", "HR@10 (full catalogue), from 0", 0.0))
     fig = Figure(figsize=(4 * len(panels), 3.6), dpi=120)
     for k, (block, key, label, base) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), k + 1)
         vals = [metrics[n][block][key] for n in names]
-        bars = ax.bar(range(len(names)), vals, color=[MODEL_COLORS.get(n, "#888888") for n in names])
+        bars = ax.bar(range(len(names)), [v - base for v in vals], bottom=base,
+                      color=[MODEL_COLORS.get(n, "#888888") for n in names])
         for b, v in zip(bars, vals):
             ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.4f}", ha="center", va="bottom", fontsize=7)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels([n.replace("student_", "") for n in names], fontsize=8)
-        ax.set_ylim(min(base, min(vals) - 0.02), max(vals) + 0.03)
+        ax.set_ylim(min(base, min(vals)), max(vals) + 0.05 * (max(vals) - base) + 1e-3)
         ax.set_title(label, fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
     fig.suptitle("test accuracy per model (student_kd_int8 measured on the converted int8 model)", fontsize=9)
@@ -57,8 +61,11 @@ def plot_latency(rows: list[dict], path: Path) -> Path:
             x = [r["candidates"] for r in rs]
             quant = rs[0]["quantization"]
             c = COLORS.get(name, None)
-            ax.plot(x, [r[f"{part}p50_us"] for r in rs], "-o", color=c, markersize=4, label=f"{name} {quant} p50")
-            ax.plot(x, [r[f"{part}p99_us"] for r in rs], ":", color=c, linewidth=1)
+            p50, p99 = [r[f"{part}p50_us"] for r in rs], [r[f"{part}p99_us"] for r in rs]
+            line, = ax.plot(x, p50, "-o", color=c, markersize=4, label=f"{name} {quant}")
+            # The band from p50 up to p99, in the series' own colour: the tail belongs to its line.
+            ax.fill_between(x, p50, p99, color=line.get_color(), alpha=0.15, linewidth=0)
+            ax.plot(x, p99, "_", color=line.get_color(), markersize=8)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ticks = sorted({r["candidates"] for r in rows})
@@ -66,7 +73,7 @@ def plot_latency(rows: list[dict], path: Path) -> Path:
         ax.set_xticklabels([str(t) for t in ticks])
         ax.minorticks_off()
         ax.set_xlabel("candidates per request")
-        ax.set_ylabel("us (solid p50, dotted p99)")
+        ax.set_ylabel("us (line: p50; band up to the p99 mark)")
         ax.set_title(title, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
