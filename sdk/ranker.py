@@ -255,17 +255,25 @@ MEMO_SIZE = 65_536  # candidate ids and user feature sets kept canonicalized / e
 HISTORY_USERS = 256  # users whose encoded history a Ranker keeps
 
 
+def _event_share(history: Mapping[str, np.ndarray]) -> float | None:
+    """Share of a history's real slots whose event kind is out of vocabulary (None: no events)."""
+    real = history["hist_mask"]
+    n = int(np.count_nonzero(real))
+    return int(np.count_nonzero(history["hist_event"][real] == OOV_ID)) / n if n else None
+
+
 class _History:
     """One user's encoded history inputs, kept while the kept events and their items' encodings hold."""
 
-    __slots__ = ("items", "events", "epoch", "oldest", "inputs", "pad", "n", "gaps")
+    __slots__ = ("items", "events", "epoch", "oldest", "inputs", "pad", "n", "gaps", "unknown")
 
     def __init__(self, items: tuple[str, ...], events: tuple[str, ...], epoch: int, oldest: float,
-                 inputs: dict[str, np.ndarray], pad: np.ndarray):
+                 inputs: dict[str, np.ndarray], pad: np.ndarray, unknown: float | None = None):
         self.items, self.events, self.epoch, self.oldest = items, events, epoch, oldest
         self.inputs = inputs  # model inputs (1, L, ...) in the model's dtypes, but the time gaps
         self.pad = pad  # (L,) bool: empty slots
         self.n = int((~pad).sum())
+        self.unknown = unknown  # share of the kept events of a kind the bundle does not know
         # (event times, valid from, valid until, time-gap input): one tuple, so threads swap it whole
         self.gaps: tuple[np.ndarray, float, float, np.ndarray] | None = None
 
@@ -325,13 +333,11 @@ class Ranker:
         self._items = _EncodedItems(self.encoder, self._id_field, self._cand_inputs[0][2])
         self._items_lock = threading.Lock()  # the kept item and history encodings are shared by every thread
         self._histories: OrderedDict[str, _History] = OrderedDict()
-        self._users: dict[Any, dict[str, np.ndarray]] = {}  # user features -> encoded user inputs
+        self._users: dict[Any, tuple[dict[str, np.ndarray], float | None]] = {}  # features -> inputs, unknown share
         self._local = threading.local()  # per-thread candidate input buffers
-        # What meta["unknown"] measures: the candidates' item-id input, the history's event kinds.
+        # meta["unknown"] counts the candidates' item-id input (and the history's kinds, the user's features).
         self._cand_id_input = next((name for name, key, _ in self._cand_inputs if key == self._id_field), None)
-        self._event_input = next((name for name, key, _ in self._hist_inputs if key == "hist_event"), None)
         self._user_field_names = {f.name for f in self.spec.user_fields}
-        self._user_input_of = {key: name for name, key, _ in self._user_inputs}  # field -> model input
         self._warned: set[str] = set()  # mismatches already logged by this Ranker
 
     @classmethod
@@ -449,8 +455,9 @@ class Ranker:
         """Model inputs (1, ...) from encoder outputs; candidates are sliced later."""
         return self.signature.request(history, user, cands)
 
-    def _encode_user(self, features: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
-        """The user inputs in the model's dtypes, memoized per feature set (shared: never write to them)."""
+    def _encode_user(self, features: Mapping[str, Any] | None) -> tuple[dict[str, np.ndarray], float | None]:
+        """The user inputs in the model's dtypes and the share of the features the bundle does not
+        know, memoized per feature set (shared: never write to them)."""
         try:
             key = tuple((k, type(v), v) for k, v in features.items()) if features else ()
             hash(key)
@@ -459,12 +466,24 @@ class Ranker:
         got = self._users.get(key) if key is not None else None
         if got is None:
             enc = self.encoder.encode_user(features)
-            got = {name: np.ascontiguousarray(enc[field], dtype=dtype) for name, field, dtype in self._user_inputs}
+            inputs = {name: np.ascontiguousarray(enc[field], dtype=dtype) for name, field, dtype in self._user_inputs}
+            got = (inputs, self._user_share(features, enc))
             if key is not None:
                 if len(self._users) >= MEMO_SIZE:
                     self._users.clear()
                 self._users[key] = got
         return got
+
+    def _user_share(self, features: Mapping[str, Any] | None, encoded: Mapping[str, np.ndarray]) -> float | None:
+        """Share of the given user features that are no field of the bundle or encode out of vocabulary."""
+        if not features:
+            return None
+        unknown = 0
+        for key in features:
+            got = encoded.get(key) if key in self._user_field_names else None
+            if got is None or not (np.asarray(got) >= N_RESERVED).any():
+                unknown += 1
+        return unknown / len(features)
 
     def _history(self, user_id: Any, columns: tuple[tuple[str, ...], tuple[str, ...], np.ndarray], cache: Any,
                  now: float) -> _History:
@@ -486,7 +505,8 @@ class Ranker:
                 arrays, oldest = items.encode([], cache), math.inf
             enc = self.encoder.encode_kept(arrays, events, ts, now)
             inputs = {name: np.ascontiguousarray(enc[key][None], dtype=dtype) for name, key, dtype in self._hist_inputs}
-            h = _History(tuple(ids), tuple(events), items.epoch, oldest, inputs, ~enc["hist_mask"])
+            h = _History(tuple(ids), tuple(events), items.epoch, oldest, inputs, ~enc["hist_mask"],
+                         _event_share(enc))
             self._histories[user] = h
             if len(self._histories) > HISTORY_USERS:
                 self._histories.popitem(last=False)
@@ -557,11 +577,12 @@ class Ranker:
                 np.take(enc.arrays[field], pos, axis=0, out=out[0], mode="clip")
                 inputs[name] = out
         inputs.update(h.inputs)
-        inputs.update(self._encode_user(user_features))
+        user, user_share = self._encode_user(user_features)
+        inputs.update(user)
         if self._gap_input is not None:
             name, _, dtype = self._gap_input
             inputs[name] = h.time_gaps(columns[2], now, self.encoder, self._gap_upper, dtype)
-        return inputs, h.n, n, firsts
+        return inputs, h.n, n, firsts, (h.unknown, user_share)
 
     def _encode_candidates(self, keys: list[str], cache) -> dict[str, np.ndarray]:
         """Encoded candidate fields; a :class:`VersionedItemReader` gets its encoded rows kept between calls."""
@@ -597,7 +618,8 @@ class Ranker:
             hist = self.encoder.encode_history(events, now=now, item_attributes=lookup)
             cands = self._encode_candidates(keys, cache)
         user = self.encoder.encode_user(user_features)
-        return self.encode_request(hist, user, cands), int(hist["hist_mask"].sum())
+        shares = (_event_share(hist), self._user_share(user_features, user))
+        return self.encode_request(hist, user, cands), int(hist["hist_mask"].sum()), shares
 
     def _score(self, inputs: dict[str, np.ndarray], n: int, meta: dict[str, Any]) -> np.ndarray:
         """The model's scores of ``n`` candidates, in chunks of at most ``max_candidates``."""
@@ -614,33 +636,24 @@ class Ranker:
             raise FloatingPointError("the model returned non-finite scores")
         return scores
 
-    def _unknown_shares(self, inputs: dict[str, np.ndarray], n: int, n_history: int,
-                        user_features: Mapping[str, Any] | None) -> dict[str, float | None]:
+    def _unknown_shares(self, inputs: dict[str, np.ndarray], n: int, events: float | None,
+                        user_features: float | None) -> dict[str, float | None]:
         """Shares unknown to the bundle: candidates whose id it never saw, history events of a
         kind it does not know, user features it has no field or value for (None: nothing to
-        count). Logs a warning, once per Ranker and kind, when most of one are unknown: data
-        that does not match the bundle (another catalogue, misspelled keys) ranks silently badly."""
-        out: dict[str, float | None] = {"candidates": None, "events": None, "user_features": None}
+        count; the last two come memoized with the history and the user's inputs). Logs a
+        warning, once per Ranker and kind, when most of one are unknown: data that does not
+        match the bundle (another catalogue, misspelled keys) ranks silently badly."""
+        cands = None
         if self._cand_id_input is not None and n:
-            out["candidates"] = float(np.count_nonzero(inputs[self._cand_id_input][..., :n] == OOV_ID)) / n
-        if self._event_input is not None and n_history:  # left-padded: the real slots are the last ones
-            out["events"] = float(np.count_nonzero(inputs[self._event_input][0, -n_history:] == OOV_ID)) / n_history
-        if user_features:
-            unknown = 0
-            for key in user_features:
-                if key not in self._user_field_names:
-                    unknown += 1
-                else:
-                    got = inputs.get(self._user_input_of.get(key, ""))
-                    if got is not None and not (np.asarray(got) >= N_RESERVED).any():
-                        unknown += 1
-            out["user_features"] = unknown / len(user_features)
-        for what, share in out.items():
-            if share is not None and share > 0.5 and what not in self._warned:
-                self._warned.add(what)
-                logger.warning("kdaliens: %.0f%% of the %s of a request are unknown to the bundle %s (%s); "
-                               "meta['unknown'] has the shares of every request", 100 * share,
-                               what.replace("_", " "), self.bundle.path, _UNKNOWN_HINTS[what])
+            cands = int(np.count_nonzero(inputs[self._cand_id_input][..., :n] == OOV_ID)) / n
+        out = {"candidates": cands, "events": events, "user_features": user_features}
+        if (cands or 0) > 0.5 or (events or 0) > 0.5 or (user_features or 0) > 0.5:
+            for what, share in out.items():
+                if share is not None and share > 0.5 and what not in self._warned:
+                    self._warned.add(what)
+                    logger.warning("kdaliens: %.0f%% of the %s of a request are unknown to the bundle %s (%s); "
+                                   "meta['unknown'] has the shares of every request", 100 * share,
+                                   what.replace("_", " "), self.bundle.path, _UNKNOWN_HINTS[what])
         return out
 
     # ------------------------------------------------------------------ rerank
@@ -699,13 +712,14 @@ class Ranker:
         now = float(now)
         # Duplicates: score each id once, keep its first place.
         if (cache is None or _is_versioned(cache)) and (log is None or _is(log, SampledColumnReader)):
-            inputs, meta["n_history"], n, firsts = self._fast_inputs(user_id, items, cache, log, user_features, now)
+            inputs, meta["n_history"], n, firsts, shares = self._fast_inputs(user_id, items, cache, log,
+                                                                             user_features, now)
         else:
             self._check_readers(cache, log)
             uniq, firsts = self._dedupe(self._keys(items))
             n = len(uniq)
-            inputs, meta["n_history"] = self._plain_inputs(user_id, uniq, cache, log, user_features, now)
-        meta["unknown"] = self._unknown_shares(inputs, n, meta["n_history"], user_features)
+            inputs, meta["n_history"], shares = self._plain_inputs(user_id, uniq, cache, log, user_features, now)
+        meta["unknown"] = self._unknown_shares(inputs, n, *shares)
         t1 = time.perf_counter()
         try:
             scores = self._score(inputs, n, meta)

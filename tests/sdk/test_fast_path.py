@@ -33,13 +33,13 @@ class _Attrs:
 
 
 def _same_inputs(ranker: Ranker, user, cands, cache, log, feats, now):
-    got, n_got, n, firsts = ranker._fast_inputs(user, list(cands), cache, log, feats, now)
+    got, n_got, n, firsts, shares = ranker._fast_inputs(user, list(cands), cache, log, feats, now)
     keys, want_firsts = ranker._dedupe(ranker._keys(list(cands)))
     assert n == len(keys) and (firsts is None) == (want_firsts is None)
     plain_log = _Events(log, user) if log is not None else None
-    want, n_want = ranker._plain_inputs(user, keys, _Attrs(cache) if cache is not None else None, plain_log,
-                                        feats, now)
-    assert n_got == n_want
+    want, n_want, want_shares = ranker._plain_inputs(user, keys, _Attrs(cache) if cache is not None else None,
+                                                     plain_log, feats, now)
+    assert n_got == n_want and shares == want_shares  # the unknown shares (meta) agree too
     assert got.keys() == want.keys()
     for name in want:
         np.testing.assert_array_equal(got[name], np.asarray(want[name], dtype=got[name].dtype), err_msg=name)
