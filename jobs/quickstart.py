@@ -442,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              n_users=args.users, runs=min(args.runs, 50) if args.tiny else args.runs,
                              teacher_repeats=20 if args.tiny else TEACHER_REPEATS,
                              parity_limit=200 if args.tiny else None, command=cmd.strip(),
-                             log=tool_log(args.quiet, keep=("[quickstart] done", "[check]")) if args.quiet else print)
+                             log=tool_log(args.quiet, keep=("[quickstart] done", "[check]")))
     except KdaliensError as e:
         print(f"kdaliens-quickstart: error: {e}", file=sys.stderr)
         return 2

@@ -62,8 +62,9 @@ class RankedList(list):
     ``n_candidates``, ``n_history``, ``chunks``, ``encode_us``, ``model_us``, ``total_us``;
     ``unknown``: the shares of the ``candidates`` (distinct ids), the history's ``events``
     and the ``user_features`` given that the bundle does not know (None where there are
-    none; over half of one logs a warning, once per Ranker); and ``warning`` (one line) when the bundle's origin was not verified (an unsigned
-    bundle, or one loaded without ``trusted_keys``).
+    none; over half of one logs a warning, once per Ranker); and ``warning`` (one line)
+    when the bundle's origin was not verified (an unsigned bundle, or one loaded without
+    ``trusted_keys``).
     """
 
     meta: dict[str, Any]

@@ -100,8 +100,6 @@ def _column_sets(args: argparse.Namespace) -> list[str]:
     """``--columns``, ``--user-cols`` and ``--item-cols`` as ``--set data...`` items."""
     from kdaliens.sdk.errors import InputError
 
-    from .data.loaders import COLUMN_ROLES
-
     sets = []
     if args.columns is not None:
         pairs = [p.strip() for p in args.columns.split(",") if p.strip()]
@@ -112,8 +110,7 @@ def _column_sets(args: argparse.Namespace) -> list[str]:
             ours, theirs = ours.strip(), theirs.strip()
             if not eq or not theirs:
                 raise InputError(f"--columns: {pair!r} is not OURS=YOURS (e.g. user_id=uid)")
-            if ours not in COLUMN_ROLES:
-                raise InputError(f"--columns: {ours!r} is not one of {list(COLUMN_ROLES)}")
+            # An unknown OURS is refused by DataConfig, as it is in a config file.
             sets.append(f"data.columns.{ours}={json.dumps(theirs)}")
     for flag, key, value in (("--user-cols", "user_columns", args.user_cols),
                              ("--item-cols", "item_columns", args.item_cols)):

@@ -64,6 +64,10 @@ def _check_type(v: Any, default: Any, where: str) -> Any:
     return float(v) if isinstance(default, float) else v
 
 
+#: What ``DataConfig.columns`` (and ``kdaliens-train --columns``) maps to a file's column names.
+COLUMN_ROLES = ("user_id", "item_id", "timestamp", "rating", "label", "event")
+
+
 @dataclass
 class DataConfig:
     """How to read a log. Every field has a default that fits the common formats.
@@ -87,6 +91,12 @@ class DataConfig:
     field_kinds: dict[str, str] = field(default_factory=dict)
     click_threshold: float = 4.0
     implicit: bool | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [k for k in self.columns if k not in COLUMN_ROLES]
+        if unknown:
+            raise InputError(f"config run.data.columns: {unknown[0]!r} is not one of {list(COLUMN_ROLES)} "
+                             "(our names, each mapped to one of your columns)")
 
     def to_dict(self) -> dict:
         return {"columns": dict(self.columns), "user_columns": list(self.user_columns),

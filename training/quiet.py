@@ -37,7 +37,8 @@ def quiet_third_party() -> None:
         warnings.filterwarnings("ignore", message=message, category=category)
     for name in KNOWN_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    # TensorFlow Lite's C++ INFO lines (oneDNN notes, op counts) when LiteRT converts or loads.
+    # TensorFlow's C++ INFO lines when LiteRT converts (the op count); its oneDNN note is
+    # printed at load whatever this says.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 

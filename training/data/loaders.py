@@ -32,7 +32,7 @@ import pandas as pd
 from kdaliens.sdk.errors import InputError
 from kdaliens.sdk.features import normalize_token
 
-from ..config import DataConfig
+from ..config import COLUMN_ROLES, DataConfig
 
 EMBEDDED = {"movielens-100k": "movielens-100k", "ml-100k": "movielens-100k"}
 
@@ -91,10 +91,6 @@ class Dataset:
         n_i = self.interactions["item_id"].nunique()
         kind = "implicit" if self.implicit else f"explicit, {self.interactions['label'].mean():.1%} clicks"
         return f"{self.name}: {len(self):,} interactions, {n_u:,} users, {n_i:,} items ({kind})"
-
-    def columns_summary(self) -> str:
-        """How a CSV/Parquet file's columns were read ('' for other formats)."""
-        return describe_columns(self.columns, len(self))
 
 
 def describe_columns(c: Mapping[str, Any], n_interactions: int) -> str:
@@ -364,8 +360,7 @@ _GUESSES = {
     "event": ["event", "event_type", "action", "behavior", "behaviour"],
 }
 
-#: What ``DataConfig.columns`` (and ``kdaliens-train --columns``) can map.
-COLUMN_ROLES = tuple(_GUESSES)
+assert tuple(_GUESSES) == COLUMN_ROLES  # a spelling list for every role DataConfig accepts
 
 
 def load_table(path: Path, config: DataConfig) -> Dataset:
@@ -395,9 +390,6 @@ def load_table(path: Path, config: DataConfig) -> Dataset:
             found = next((g for g in guesses if g in df.columns), None)
             if found is not None:
                 mapping[ours] = found
-    unknown = set(config.columns) - set(_GUESSES)
-    if unknown:
-        raise InputError(f"data.columns: unknown keys {sorted(unknown)}; it maps {list(_GUESSES)} to your columns")
     for need in ("user_id", "item_id"):
         if need not in mapping:
             raise DataFormatError(path, 1 if line_offset else None,
