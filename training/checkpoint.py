@@ -63,10 +63,11 @@ def load_model(path: Path) -> tuple[nn.Module, RunConfig, FeatureSpec, dict[str,
     kind = p["kind"]
     if kind in ("teacher", "student"):
         if kind == "teacher":
-            # Click-only members are skipped on implicit data: count the ones saved.
+            # Count the networks saved: click-only ones are skipped on implicit data, and an
+            # EMKD teacher has distill.emkd_members ranking networks.
             n_click = len({k.split(".")[1] for k in p["state_dict"] if k.startswith("click.")})
-            model: nn.Module = Teacher(spec, cfg.teacher, click_members=max(0, n_click - len(
-                {k.split(".")[1] for k in p["state_dict"] if k.startswith("rank.")})))
+            n_rank = len({k.split(".")[1] for k in p["state_dict"] if k.startswith("rank.")})
+            model: nn.Module = Teacher(spec, cfg.teacher, click_members=max(0, n_click - n_rank), members=n_rank)
         else:
             model = StudentRanker(spec, cfg.student)
         try:

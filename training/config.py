@@ -246,8 +246,24 @@ class DistillConfig:
     teacher's top items are likely good ones, so they are only taught through the
     teacher's scores.
 
+    ``method`` picks a recipe from the seed papers on top of these losses; several join
+    with "+" where they compose (``"emkd+lrc"``: the EMKD ensemble teaches through the
+    LRC-BERT schedule):
+
+    * ``default``: the losses below alone;
+    * ``spnn``: intermediate-layer distillation (SPNN): adaptors map the student's user
+      vector, target attention and item vector to the teacher's widths, and a learned
+      knowledge detector weights each layer's matching per sample;
+    * ``lrc``: LRC-BERT: an angular-distance (1 - cos) contrastive loss on the same
+      intermediate layers, alone for ``lrc_stage1_epochs`` epochs, then the soft and
+      hard labels; and gradient perturbation of the embedding outputs;
+    * ``emkd``: EMKD: the teacher is ``emkd_members`` networks trained together (KL
+      between each and the others, contrastive learning on two augmented views of
+      each sequence, within and across networks, and attribute prediction); the
+      ensemble then teaches the student with the losses below.
+
     Args:
-        method: registered distillation method ("default").
+        method: "default", "spnn", "lrc", "emkd", or several of the last three joined by "+".
         temperature: softening of teacher and student logits for logit and click KD.
         logit_weight: KL between the teacher's and the student's softmax over all the
             candidates (listwise).
@@ -263,6 +279,25 @@ class DistillConfig:
         hard_negatives: teacher top-ranked unobserved items per event (0: none).
         init_items: start the student's item-id table from a projection (PCA) of the
             teacher's item vectors.
+        spnn_weight: weight of SPNN's gated intermediate-layer matching.
+        spnn_gate: False matches every sample and layer with weight 1 (the ablation
+            without the knowledge detector).
+        lrc_weight: weight of LRC-BERT's contrastive loss.
+        lrc_temperature: its softmax temperature over cosine similarities.
+        lrc_negatives: 0 contrasts each sample with the teacher's representations of the
+            other samples in the batch; N > 0 with N drawn from a memory bank of every
+            training event's teacher representations.
+        lrc_stage1_epochs: epochs of contrastive-only training before the soft and hard
+            labels take over (0: one stage, contrastive and labels together).
+        lrc_perturb: size of the gradient perturbation of the student's embedding outputs,
+            relative to each output's norm (0: off). Each step then runs the student twice.
+        emkd_members: networks in the EMKD ensemble (1: one network, no mutual KL).
+        emkd_kl_weight: KL between each network's softmax and the others' mean.
+        emkd_cl_weight: contrastive loss on two augmented views of each sequence (within
+            each network and across networks).
+        emkd_attr_weight: predicting the next item's attributes (genres on ML-100K).
+        emkd_mask: share of events hidden in an augmented view.
+        emkd_crop: events in an augmented view (crops ending at trained positions).
     """
 
     method: str = "default"
@@ -275,12 +310,43 @@ class DistillConfig:
     hard_weight: float = 1.0
     hard_negatives: int = 8
     init_items: bool = False
+    spnn_weight: float = 1.0
+    spnn_gate: bool = True
+    lrc_weight: float = 1.0
+    lrc_temperature: float = 0.1
+    lrc_negatives: int = 0
+    lrc_stage1_epochs: int = 2
+    lrc_perturb: float = 0.05
+    emkd_members: int = 3
+    emkd_kl_weight: float = 1.0
+    emkd_cl_weight: float = 0.1
+    emkd_attr_weight: float = 0.1
+    emkd_mask: float = 0.2
+    emkd_crop: int = 24
 
     def __post_init__(self) -> None:
-        if self.method != "default":
-            raise InputError(f"distill.method {self.method!r} is not available; choose 'default'")
+        self.methods  # noqa: B018  (validates ``method``)
         if self.temperature <= 0 or self.hard_negatives < 0 or self.rd_decay <= 0:
             raise InputError("distill: temperature and rd_decay must be > 0, hard_negatives >= 0")
+        if self.lrc_temperature <= 0 or self.lrc_negatives < 0 or self.lrc_stage1_epochs < 0 or self.lrc_perturb < 0:
+            raise InputError("distill: lrc_temperature must be > 0; lrc_negatives, lrc_stage1_epochs and "
+                             "lrc_perturb >= 0")
+        if self.emkd_members < 1 or not 0 <= self.emkd_mask < 1 or self.emkd_crop < 2:
+            raise InputError("distill: emkd_members must be >= 1, emkd_mask in [0, 1), emkd_crop >= 2")
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The recipes ``method`` names, in canonical order (empty for "default")."""
+        parts = [p.strip() for p in str(self.method).split("+")]
+        unknown = [p for p in parts if p not in DISTILL_METHODS]
+        if unknown or not parts or ("default" in parts and len(parts) > 1) or len(set(parts)) < len(parts):
+            raise InputError(f"distill.method {self.method!r}: use one of {', '.join(DISTILL_METHODS)}, or several "
+                             f"of {', '.join(DISTILL_METHODS[1:])} joined by '+' (e.g. 'emkd+lrc')")
+        return tuple(m for m in DISTILL_METHODS[1:] if m in parts)
+
+
+#: Distillation recipes (``distill.method``); all but "default" compose with "+".
+DISTILL_METHODS = ("default", "spnn", "lrc", "emkd")
 
 
 @dataclass
@@ -429,6 +495,11 @@ class RunConfig:
     quant: QuantConfig = field(default_factory=QuantConfig)
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+
+    def __post_init__(self) -> None:
+        if "emkd" in self.distill.methods and self.teacher.ensemble != 1:
+            raise InputError(f"distill.method {self.distill.method!r} trains its own ensemble of "
+                             f"distill.emkd_members networks: leave teacher.ensemble at 1 (got {self.teacher.ensemble})")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -177,6 +177,7 @@ class FitSpec:
     eval_mode: Callable[[nn.Module], None] | None = None
     ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights
     on_estimate: Callable[[float], None] | None = None  # gets the first batches' seconds-per-epoch estimate
+    warmup_epochs: int = 0  # first epochs validated and logged, but neither kept nor counted by early stopping
 
 
 class _EMA:
@@ -306,9 +307,12 @@ def _validate(model: nn.Module, spec: FitSpec, eval_mode, epoch: int, losses: li
     eval_s = time.perf_counter() - t0
     loss = float(torch.stack(losses).mean()) if losses else float("nan")
     improved = []
+    warmup = epoch < spec.warmup_epochs
     for t in spec.tracks:
         s = t.score(val)
-        if s > t.best + 1e-4:
+        if warmup:
+            t.best_epoch = epoch  # patience counts from the first epoch after the warm-up
+        elif s > t.best + 1e-4:
             t.best, t.best_epoch = s, epoch
             t.state = copy.deepcopy(model.state_dict())
             improved.append(t.name)
@@ -316,7 +320,8 @@ def _validate(model: nn.Module, spec: FitSpec, eval_mode, epoch: int, losses: li
            "eval_seconds": round(eval_s, 2), "improved": improved}
     log(f"[{spec.name}] epoch {epoch + 1}: loss {loss:.4f}  val auc {val['ctr']['auc']:.4f}  "
         f"hr@10 {val['ranking']['hr@10']:.4f}  ndcg@10 {val['ranking']['ndcg@10']:.4f}  "
-        f"({epoch_s:.1f}s train, {eval_s:.1f}s eval){'' if improved else '  no improvement'}")
+        f"({epoch_s:.1f}s train, {eval_s:.1f}s eval)"
+        f"{'  (warm-up stage)' if warmup else '' if improved else '  no improvement'}")
     stalled = all(epoch - t.best_epoch >= spec.patience for t in spec.tracks)
     late = spec.deadline is not None and time.perf_counter() > spec.deadline
     if late:

@@ -138,7 +138,9 @@ class _Run:
     def log_estimate(self, teacher_epoch: float, student_epoch: float) -> None:
         """The whole run's worst case, once the teacher's first batches are timed."""
         cfg, train = self.cfg, self.cfg.train
-        n = cfg.teacher.ensemble + (0 if self.ctx.prep.implicit else cfg.teacher.click_members)
+        # An EMKD ensemble trains its members together: its estimate is the whole ensemble's.
+        members = 1 if "emkd" in cfg.distill.methods else cfg.teacher.ensemble
+        n = members + (0 if self.ctx.prep.implicit else cfg.teacher.click_members)
         parts = {"teacher": n * teacher_epoch * train.epochs, "student_plain": student_epoch * train.epochs,
                  "student_kd": KD_EPOCH_COST * student_epoch * train.epochs,
                  "student_kd_int8": self._int8_cost() * student_epoch * train.qat_epochs}

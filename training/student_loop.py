@@ -22,7 +22,7 @@ from torch import nn
 
 from .batches import NegativeSampler, hide_tokens, iterate, student_requests
 from .config import TrainConfig
-from .distill import DistillLoss, TeacherSignals
+from .distill import DistillLoss, EmbeddingPerturbation, TeacherSignals
 from .evaluation import evaluate, student_scorer
 from .loop import Context, DistEnv, FitResult, FitSpec, Log, Track, ctr_plus_ndcg, fit, set_seed
 from .models.student import StudentRanker
@@ -30,15 +30,45 @@ from .quantize import convert_qat_graph, prepare_qat_graph, snap_embeddings
 
 
 class StudentObjective(nn.Module):
-    """Student + distillation losses in one forward, so DDP syncs every part."""
+    """Student + distillation losses in one forward, so DDP syncs every part.
+
+    With ``distill.method`` "lrc": for ``lrc_stage1_epochs`` epochs (stage 1, see
+    :meth:`set_epoch`) only the contrastive part trains, then the labels and the other
+    parts (stage 2); and with ``lrc_perturb`` > 0 each step also takes the loss with the
+    embedding outputs moved along its gradient (:class:`EmbeddingPerturbation`), and
+    trains on the mean of the two.
+    """
 
     def __init__(self, student: nn.Module, distill: DistillLoss | None, train_cfg: TrainConfig):
         super().__init__()
         self.student = student
         self.distill = distill
         self.train_cfg = train_cfg
+        dc = distill.cfg if distill is not None else None
+        lrc = distill is not None and "lrc" in distill.parts
+        self.stage1_epochs = dc.lrc_stage1_epochs if lrc else 0
+        self.perturb = dc.lrc_perturb if lrc and isinstance(student, StudentRanker) else 0.0
+        self.stage = 2
+
+    def set_epoch(self, epoch: int) -> None:
+        """Stage 1 (contrastive only) for the first ``lrc_stage1_epochs`` epochs, then stage 2."""
+        self.stage = 1 if epoch < self.stage1_epochs else 2
+        if self.distill is not None and self.stage1_epochs:
+            self.distill.active = {"lrc"} if self.stage == 1 else set(self.distill.parts) - {"lrc"}
 
     def forward(self, batch: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor] | None, hard_weight: float):
+        if self.perturb > 0 and self.training and torch.is_grad_enabled() and teacher is not None:
+            with EmbeddingPerturbation(self.student, self.perturb) as tap:
+                loss, logs = self._loss(batch, teacher, hard_weight)
+                tap.perturb(loss)
+                moved, _ = self._loss(batch, teacher, hard_weight)
+            logs["perturbed"] = moved.detach()
+            return 0.5 * (loss + moved), logs
+        return self._loss(batch, teacher, hard_weight)
+
+    def _loss(self, batch: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor] | None, hard_weight: float):
+        if self.stage == 1:
+            hard_weight = 0.0
         out = student_outputs(self.student, batch)
         logits = out["interaction"]
         if "cand_teacher_top" in batch:  # the teacher's top items are not ground-truth negatives
@@ -190,8 +220,15 @@ class StudentTrainer:
             init_items_from_teacher(model, signals.teacher, self.ctx)
         distill = (DistillLoss(cfg.distill, cfg.student.dim, cfg.teacher.dim).to(self.ctx.device)
                    if signals is not None else None)
-        res = self._fit(StudentObjective(model, distill, cfg.train), self.ctx, self.signals,
-                        self._spec(self.ctx, name, cfg.train.epochs, cfg.train.lr, deadline))
+        objective = StudentObjective(model, distill, cfg.train)
+        spec = self._spec(self.ctx, name, cfg.train.epochs + objective.stage1_epochs, cfg.train.lr, deadline)
+        spec.warmup_epochs = objective.stage1_epochs
+        if distill is not None:
+            self.log(f"[{name}] distillation {cfg.distill.method!r}: "
+                     + ", ".join(f"{n} x{distill.weights[n]:g}" for n in distill.parts)
+                     + (f"; {objective.stage1_epochs} contrastive-only epochs first" if objective.stage1_epochs else "")
+                     + (f"; gradient perturbation {objective.perturb:g}" if objective.perturb else ""))
+        res = self._fit(objective, self.ctx, self.signals, spec)
         res.model = model
         return res
 
@@ -223,7 +260,8 @@ class StudentTrainer:
         if cfg.train.qat_target == "fp32":
             objective: nn.Module = QATObjective(prepared, copy.deepcopy(fp32).cpu())
         else:
-            distill = DistillLoss(cfg.distill, cfg.student.dim, cfg.teacher.dim) if signals is not None else None
+            distill = (DistillLoss(cfg.distill, cfg.student.dim, cfg.teacher.dim, intermediate=False)
+                       if signals is not None else None)
             objective = StudentObjective(prepared, distill, cfg.train)
         kinds = sorted({f"{b}-bit/{'fp16' if d == 'float16' else 'fp32'} scales" for _, b, d in tables})
         how = (f"fine-tuning at lr {cfg.train.qat_lr:g} on the {cfg.train.qat_target} targets" if cfg.train.qat_lr > 0
@@ -259,6 +297,8 @@ class StudentTrainer:
         hard_w = ctx.cfg.distill.hard_weight if signals is not None else 1.0
 
         def steps(wrapped: nn.Module, epoch: int):
+            if isinstance(objective, StudentObjective):
+                objective.set_epoch(epoch)
             for rows in iterate(len(ctx.train_rows), train_cfg.batch_size, shuffle=True, rng=rng, rank=env.rank,
                                 world=env.world):
                 # A new long-term sample of each history every epoch (the sampler's seed).

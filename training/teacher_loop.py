@@ -41,6 +41,13 @@ class TeacherObjective(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor], neg_rows: torch.Tensor, cat_rows: torch.Tensor | None,
                 band_age: torch.Tensor, matches: tuple[torch.Tensor, ...] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        p = self.parts(batch, neg_rows, cat_rows, band_age, matches)
+        return p["sampled"], p["catalogue"], p["click"]
+
+    def parts(self, batch: dict[str, torch.Tensor], neg_rows: torch.Tensor, cat_rows: torch.Tensor | None,
+              band_age: torch.Tensor, matches: tuple[torch.Tensor, ...] | None = None) -> dict[str, torch.Tensor]:
+        """The three losses (``sampled``, ``catalogue``, ``click``), and the trained positions'
+        interaction ``logits`` (P, 1 + K; the target first) and ``user`` vectors (P, D)."""
         m, ctx = self.teacher, self.ctx
         wp = m.encode_windows(batch)
         sel = batch["tgt_train"]  # (B, L) slots that train their target
@@ -67,7 +74,7 @@ class TeacherObjective(nn.Module):
             click_loss = F.binary_cross_entropy_with_logits(click, batch["tgt_label"][sel][lab])
         else:
             click_loss = logits.sum() * 0.0
-        return sampled, catalogue, click_loss
+        return {"sampled": sampled, "catalogue": catalogue, "click": click_loss, "logits": logits, "user": user}
 
     def _catalogue_ce(self, user: torch.Tensor, v_tgt: torch.Tensor, b_tgt: torch.Tensor, tgt: torch.Tensor,
                       cat_rows: torch.Tensor | None) -> torch.Tensor:
@@ -86,8 +93,9 @@ class TeacherObjective(nn.Module):
 
 def train_teacher(ctx: Context, env: DistEnv, log: Log, deadline: float | None = None,
                   on_estimate: Callable[[float], None] | None = None) -> FitResult:
-    """Train ``cfg.teacher.ensemble`` networks, then ``cfg.teacher.click_members``
-    click-only ones; returns a :class:`Teacher` in ``res.model``.
+    """Train ``cfg.teacher.ensemble`` networks (or, with ``distill.method`` "emkd", the
+    EMKD ensemble of ``distill.emkd_members``, together: :mod:`kdaliens.training.distill.emkd`),
+    then ``cfg.teacher.click_members`` click-only ones; returns a :class:`Teacher` in ``res.model``.
 
     ``on_estimate`` gets the first member's seconds-per-epoch estimate after its first batches.
     """
@@ -95,14 +103,27 @@ def train_teacher(ctx: Context, env: DistEnv, log: Log, deadline: float | None =
     extra = 0 if ctx.prep.implicit else cfg.teacher.click_members
     if cfg.teacher.click_members and ctx.prep.implicit:
         log("[teacher] implicit data has no click labels: teacher.click_members is ignored")
-    teacher = Teacher(ctx.t_spec, cfg.teacher, click_members=extra)
-    n = len(teacher.rank)
+    emkd = "emkd" in cfg.distill.methods
+    n = cfg.distill.emkd_members if emkd else max(1, int(cfg.teacher.ensemble))
+    teacher = Teacher(ctx.t_spec, cfg.teacher, click_members=extra, members=n)
     results = []
-    for i in range(n + extra):
+    first = 0
+    if emkd:  # the members train together (EMKD); the click-only networks after, as usual
+        from .distill.emkd import train_ensemble
+
+        res, rank_states, click_states = train_ensemble(ctx, env, log, deadline, on_estimate)
+        for i in range(n):
+            teacher.rank[i].load_state_dict(rank_states[i])
+            teacher.click[i].load_state_dict(click_states[i])
+        for row in res.history:
+            row["member"] = "ensemble"
+        results.append(res)
+        first = n
+    for i in range(first, n + extra):
         click_only = i >= n
         name = ("teacher" if n == 1 else f"teacher[{i}]") if not click_only else f"teacher_click[{i - n}]"
         res = _train_member(ctx, env, log, deadline, seed=cfg.train.seed + 1000 * i, name=name,
-                            on_estimate=on_estimate if i == 0 else None, click_only=click_only)
+                            on_estimate=on_estimate if i == 0 and not emkd else None, click_only=click_only)
         if not click_only:
             teacher.rank[i].load_state_dict(res.best_states.get("rank", res.model.state_dict()))
         teacher.click[i].load_state_dict(res.best_states.get("click", res.model.state_dict()))
@@ -116,45 +137,68 @@ def train_teacher(ctx: Context, env: DistEnv, log: Log, deadline: float | None =
                      best_epochs=first.best_epochs)
 
 
+class TeacherBatches:
+    """A teacher's training batches, seeded by ``seed``: windows of events
+    (:func:`~kdaliens.training.batches.teacher_windows`) and, per trained position, its
+    sampled unobserved items, the catalogue sample, the attention band's ages and (with
+    ``teacher.match_history``) the history matches.
+
+    Iterating gives ``(arrays, inputs)`` per batch: the window arrays (numpy) and the
+    arguments of :meth:`TeacherObjective.forward` (tensors on the context's device).
+    """
+
+    def __init__(self, ctx: Context, env: DistEnv, seed: int, band: int):
+        cfg, train_cfg = ctx.cfg, ctx.cfg.train
+        self.ctx, self.env, self.band, self.train_cfg, self.L = ctx, env, band, train_cfg, cfg.teacher.history_len
+        self.win = teacher_windows(ctx.prep, ctx.t_enc, cfg.teacher.history_len, ctx.train_end,
+                                   overlap=min(cfg.teacher.attn_len, cfg.teacher.history_len // 2))
+        self.rng = np.random.default_rng(seed)
+        self.negs = NegativeSampler(ctx.prep, seed + 7 + env.rank, ctx.train_end)
+        self.n_items = ctx.prep.n_items
+        self.use_cat = train_cfg.teacher_catalogue_weight > 0
+        self.finder = HistoryMatches(ctx.prep, ctx.t_spec.item_id_field) if cfg.teacher.match_history else None
+        self.full_cat = (torch.arange(self.n_items, device=ctx.device)
+                         if self.n_items <= train_cfg.teacher_catalogue_items else None)
+
+    def __len__(self) -> int:
+        return len(self.win.batches(self.train_cfg.teacher_batch, None, self.env.rank, self.env.world))
+
+    def __iter__(self) -> Iterator[tuple[dict[str, np.ndarray], tuple]]:
+        ctx, win, tc, dev = self.ctx, self.win, self.train_cfg, self.ctx.device
+        for rows in win.batches(tc.teacher_batch, self.rng, rank=self.env.rank, world=self.env.world):
+            arrays, tgt_ev = win.batch(rows)
+            sel = arrays["tgt_train"]
+            ages = band_ages(ctx.t_enc, ctx.prep.ev_ts, win.inputs(rows), sel, min(self.band, sel.shape[1]))
+            users = np.repeat(win.users[rows], sel.sum(1))
+            neg = self.negs.sample(users, tc.teacher_negatives)
+            cat = None
+            if self.use_cat:
+                cat = self.full_cat if self.full_cat is not None else torch.from_numpy(
+                    self.rng.choice(self.n_items, size=tc.teacher_catalogue_items, replace=False)).to(dev)
+            matches = None
+            if self.finder is not None:  # the target and the sampled items, in the whole history before the target
+                cands = np.concatenate([arrays["tgt_row"][sel][:, None], neg], axis=1)
+                matches = tuple(torch.from_numpy(a).to(dev) for a in self.finder.lookup(tgt_ev[sel], cands, self.L))
+            yield arrays, (ctx.tensors(arrays), torch.from_numpy(neg).to(dev), cat, torch.from_numpy(ages).to(dev),
+                           matches)
+
+
 def _train_member(ctx: Context, env: DistEnv, log: Log, deadline: float | None, seed: int, name: str,
                   on_estimate: Callable[[float], None] | None = None, click_only: bool = False) -> FitResult:
     cfg, train_cfg = ctx.cfg, ctx.cfg.train
     set_seed(seed)
     model = TeacherRanker(ctx.t_spec, cfg.teacher).to(ctx.device)
-    win = teacher_windows(ctx.prep, ctx.t_enc, cfg.teacher.history_len, ctx.train_end,
-                          overlap=min(cfg.teacher.attn_len, cfg.teacher.history_len // 2))
     objective = TeacherObjective(model, ctx)
-    rng = np.random.default_rng(seed)
-    negs = NegativeSampler(ctx.prep, seed + 7 + env.rank, ctx.train_end)
-    n_items = ctx.prep.n_items
-    use_cat = train_cfg.teacher_catalogue_weight > 0
-    finder = HistoryMatches(ctx.prep, ctx.t_spec.item_id_field) if cfg.teacher.match_history else None
-    full_cat = torch.arange(n_items, device=ctx.device) if n_items <= train_cfg.teacher_catalogue_items else None
+    batches = TeacherBatches(ctx, env, seed, model.k)
 
     def steps(wrapped: nn.Module, epoch: int) -> Iterator[tuple[torch.Tensor, dict]]:
-        for rows in win.batches(train_cfg.teacher_batch, rng, rank=env.rank, world=env.world):
-            arrays, tgt_ev = win.batch(rows)
-            sel = arrays["tgt_train"]
-            ages = band_ages(ctx.t_enc, ctx.prep.ev_ts, win.inputs(rows), sel, min(model.k, sel.shape[1]))
-            per_window = sel.sum(1)
-            users = np.repeat(win.users[rows], per_window)
-            neg = negs.sample(users, train_cfg.teacher_negatives)
-            cat = None
-            if use_cat:
-                cat = full_cat if full_cat is not None else torch.from_numpy(
-                    rng.choice(n_items, size=train_cfg.teacher_catalogue_items, replace=False)).to(ctx.device)
-            matches = None
-            if finder is not None:  # the target and the sampled items, in the whole history before the target
-                cands = np.concatenate([arrays["tgt_row"][sel][:, None], neg], axis=1)
-                matches = tuple(torch.from_numpy(a).to(ctx.device)
-                                for a in finder.lookup(tgt_ev[sel], cands, cfg.teacher.history_len))
-            sampled, catalogue, click = wrapped(ctx.tensors(arrays), torch.from_numpy(neg).to(ctx.device), cat,
-                                                torch.from_numpy(ages).to(ctx.device), matches)
+        for _arrays, inputs in batches:
+            sampled, catalogue, click = wrapped(*inputs)
             loss = (train_cfg.hard_interaction_weight * (sampled + train_cfg.teacher_catalogue_weight * catalogue)
                     + train_cfg.hard_click_weight * click)
             yield loss, {"inter": sampled.detach(), "cat": catalogue.detach(), "click": click.detach()}
 
-    n = len(win.batches(train_cfg.teacher_batch, None, env.rank, env.world))
+    n = len(batches)
     tracks = [] if click_only else [Track("rank", lambda v: v["ranking"]["ndcg@10"])]
     if not ctx.prep.implicit:
         tracks.append(Track("click", lambda v: v["ctr"]["auc"]))

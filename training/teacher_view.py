@@ -162,6 +162,17 @@ class TeacherView:
             att = a_raw[:, 0] if att is None else att
         return torch.stack(out).mean(0), att
 
+    @torch.no_grad()
+    def layers(self, events: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The first ranking network's intermediate layers at target ``events`` (B,) for
+        catalogue rows ``items`` (B,): (B, 3, D), the user vector, the raw target
+        attention for the item and the item vector (the order of
+        :data:`kdaliens.training.distill.LAYERS`)."""
+        net, store = self.rank[0]
+        _, cv = net.item_vectors(self.ctx.items_at(items[:, None], "c_"), "c_")  # (B, 1, D)
+        a_raw, _ = net.attend(cv, self.bands(net, store, events))
+        return torch.stack([store.user[events], a_raw[:, 0], cv[:, 0]], dim=1)
+
     def score(self, events: np.ndarray, cands: np.ndarray, head: str, chunk: int = 65536) -> np.ndarray:
         """Numpy convenience: logits (B, C) of ``head``, in chunks of ``chunk`` candidates."""
         out = np.zeros(cands.shape, dtype=np.float64)

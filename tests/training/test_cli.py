@@ -50,7 +50,7 @@ def test_presets_and_overrides_compose_in_order(tmp_path: Path):
     ("teacher=3", "expected section.key=value"),
     ("train.device=tpu", "train.device must be one of"),
     ("train.max_minutes=0", "max_minutes must be > 0"),
-    ("distill.method=nope", "distill.method 'nope' is not available"),
+    ("distill.method=nope", "distill.method 'nope': use one of default, spnn, lrc, emkd"),
     ("split.foo=1", "unknown key 'foo' in split"),
     ("split.seed=a", "run.split.seed: expected int"),
     ("data.implicit=3", "run.data.implicit: expected true, false or null"),

@@ -1,5 +1,6 @@
 """Distillation: the teacher's signals for training events, and composable losses."""
 
+from .intermediate import LAYERS, AngularContrastiveDistiller, EmbeddingPerturbation, KnowledgeDetectorDistiller
 from .losses import (
     DISTILLERS,
     ClickDistiller,
@@ -11,5 +12,6 @@ from .losses import (
 )
 from .signals import TeacherSignals
 
-__all__ = ["DISTILLERS", "ClickDistiller", "DistillLoss", "Distiller", "FeatureDistiller", "LogitDistiller",
-           "TeacherSignals", "register_distiller"]
+__all__ = ["DISTILLERS", "LAYERS", "AngularContrastiveDistiller", "ClickDistiller", "DistillLoss", "Distiller",
+           "EmbeddingPerturbation", "FeatureDistiller", "KnowledgeDetectorDistiller", "LogitDistiller", "TeacherSignals",
+           "register_distiller"]

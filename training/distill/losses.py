@@ -2,12 +2,16 @@
 
 A :class:`Distiller` maps (student outputs, teacher signals) to a scalar loss. A
 :class:`DistillLoss` sums the registered distillers whose weight in the
-:class:`~kdaliens.training.config.DistillConfig` is non-zero. New distillers (the
-contrastive LRC-BERT one, the EMKD ensemble) register under a name and read their
-weight from the config the same way:
+:class:`~kdaliens.training.config.DistillConfig` is non-zero: the default recipe's
+(below) always, and those of a seed paper's recipe (``distill.method``; SPNN's and
+LRC-BERT's in :mod:`.intermediate`) when it is selected. A new distiller registers under
+a name, reads its weight from ``<name>_weight`` and names the method that enables it
+(listed in :data:`~kdaliens.training.config.DISTILL_METHODS`):
 
-    @register_distiller("contrastive")
-    class ContrastiveDistiller(Distiller): ...
+    @register_distiller("mine")
+    class MyDistiller(Distiller):
+        method = "mine"
+        ...
 
 Teacher signals are a dict of tensors: ``interaction`` (B, N) teacher logits over the
 same candidates as the student (the event's item first, then the teacher's top-ranked
@@ -15,8 +19,10 @@ unobserved items, then uniform negatives), ``click`` (B, Nc) the teacher's click
 logits for the first Nc candidates (the item and the teacher's top items), ``att``
 (B, Dt) the teacher's user-interest vector after attention for the item, ``kd_mask``
 (B,) which rows have teacher signals, ``rd_weight`` (B, N) the ranking-distillation
-weight of each soft positive (zero elsewhere) and ``uniform`` (B, N) which columns are
-uniform negatives.
+weight of each soft positive (zero elsewhere), ``uniform`` (B, N) which columns are
+uniform negatives, and, for the intermediate-layer recipes, ``layers`` (B, 3, Dt) the
+teacher's intermediate layers for the event's item and ``bank`` (K, 3, Dt) the memory
+bank's draw.
 """
 
 from __future__ import annotations
@@ -46,9 +52,14 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class Distiller(nn.Module):
-    """Interface: ``forward(student_out, teacher, batch) -> scalar``."""
+    """Interface: ``forward(student_out, teacher, batch) -> scalar``.
+
+    ``method``: the ``distill.method`` recipe that turns this distiller on (None: the
+    default recipe's, on whenever its weight is non-zero).
+    """
 
     name = "base"
+    method: str | None = None
 
     def __init__(self, cfg: DistillConfig, student_dim: int, teacher_dim: int):
         super().__init__()
@@ -117,17 +128,25 @@ class FeatureDistiller(Distiller):
 
 
 class DistillLoss(nn.Module):
-    """Weighted sum of the distillers enabled in a :class:`DistillConfig`.
+    """Weighted sum of the distillers enabled in a :class:`DistillConfig`: the default
+    recipe's with a non-zero weight, plus those of the recipes ``distill.method`` names.
 
     ``forward`` returns the total and a dict of the weighted parts (for logging).
+    ``active`` (None: all) limits which parts run, for staged schedules (LRC-BERT);
+    ``intermediate=False`` leaves out the parts that need the student's intermediate
+    layers (the int8 graph gives only its outputs).
     """
 
-    def __init__(self, cfg: DistillConfig, student_dim: int, teacher_dim: int):
+    def __init__(self, cfg: DistillConfig, student_dim: int, teacher_dim: int, intermediate: bool = True):
         super().__init__()
         self.cfg = cfg
         self.weights: dict[str, float] = {}
         self.parts = nn.ModuleDict()
+        self.active: set[str] | None = None
+        methods = set(cfg.methods)
         for name, cls in DISTILLERS.items():
+            if cls.method is not None and (cls.method not in methods or not intermediate):
+                continue
             w = float(getattr(cfg, f"{name}_weight", 0.0))
             if w != 0.0:
                 self.parts[name] = cls(cfg, student_dim, teacher_dim)
@@ -137,6 +156,8 @@ class DistillLoss(nn.Module):
         total = torch.zeros((), dtype=torch.float32, device=student["interaction"].device)
         logs: dict[str, float] = {}
         for name, part in self.parts.items():
+            if self.active is not None and name not in self.active:
+                continue
             v = self.weights[name] * part(student, teacher, batch)
             total = total + v
             logs[name] = v.detach()

@@ -10,7 +10,10 @@ On top of it :class:`TeacherSignals` prepares, once per run:
   ``FULL_SCORE_ITEMS`` items; otherwise the teacher's two-tower part picks
   ``PREFILTER`` items per user and the full interaction logit ranks those);
 * the teacher's interaction and click logits for every training event's fixed
-  columns (its item and the user's hard negatives) and its attention vector.
+  columns (its item and the user's hard negatives) and its attention vector;
+* with ``distill.method`` "spnn" or "lrc", the teacher's intermediate layers for the
+  event's item (:meth:`~kdaliens.training.teacher_view.TeacherView.layers`), which
+  are also LRC-BERT's memory bank of negatives (``distill.lrc_negatives``).
 
 Per student step only the uniform negatives are scored by the teacher.
 """
@@ -43,6 +46,10 @@ class TeacherSignals:
         ctx = self.view.ctx
         dc = ctx.cfg.distill
         self.H = dc.hard_negatives
+        # Intermediate layers (SPNN, LRC-BERT) and LRC-BERT's memory bank of them.
+        self.with_layers = bool({"spnn", "lrc"} & set(dc.methods))
+        self.bank_size = dc.lrc_negatives if "lrc" in dc.methods else 0
+        self.bank_rng = np.random.default_rng([ctx.cfg.train.seed, 6])
         w = np.exp(-np.arange(self.H) / dc.rd_decay)
         self.rd_w = (w / w.sum()).astype(np.float32) if self.H else np.zeros(0, np.float32)
         if _prepared is None:
@@ -58,6 +65,7 @@ class TeacherSignals:
         fixed_inter = np.zeros((E, 1 + self.H), np.float32)
         fixed_click = np.zeros((E, 1 + self.H), np.float32)
         att = np.zeros((E, self.teacher.cfg.dim), np.float32)
+        layers = np.zeros((E, 3, self.teacher.cfg.dim), np.float32) if self.with_layers else None
         for i in range(0, len(events), 2048):
             ev = torch.from_numpy(events[i:i + 2048]).to(self.device)
             c = torch.from_numpy(cols[i:i + 2048]).to(self.device)
@@ -65,10 +73,13 @@ class TeacherSignals:
             click, a = self.view.click(ev, c)
             fixed_click[events[i:i + 2048]] = click.float().cpu().numpy()
             att[events[i:i + 2048]] = a.float().cpu().numpy()
-        return {"pool": pool, "fixed_inter": fixed_inter, "fixed_click": fixed_click, "att": att}
+            if layers is not None:
+                layers[events[i:i + 2048]] = self.view.layers(ev, c[:, 0]).float().cpu().numpy()
+        return {"pool": pool, "fixed_inter": fixed_inter, "fixed_click": fixed_click, "att": att, "layers": layers,
+                "bank_events": events[self.view.has[torch.from_numpy(events).to(self.device)].cpu().numpy()]}
 
     def to(self, device: torch.device) -> TeacherSignals:
-        keep = {k: self.__dict__[k] for k in ("pool", "fixed_inter", "fixed_click", "att")}
+        keep = {k: self.__dict__[k] for k in ("pool", "fixed_inter", "fixed_click", "att", "layers", "bank_events")}
         return TeacherSignals(self.teacher.to(device), None, self.view.to(device), _prepared=keep)
 
     @property
@@ -93,9 +104,15 @@ class TeacherSignals:
         rd[:, 1:n_fixed] = self.rd_w
         uniform = np.zeros((B, N), bool)
         uniform[:, n_fixed:] = True
-        return {"interaction": inter, "click_logit": torch.from_numpy(self.fixed_click[events]).to(dev),
-                "att": torch.from_numpy(self.att[events]).to(dev), "kd_mask": self.view.has[ev],
-                "rd_weight": torch.from_numpy(rd).to(dev), "uniform": torch.from_numpy(uniform).to(dev)}
+        out = {"interaction": inter, "click_logit": torch.from_numpy(self.fixed_click[events]).to(dev),
+               "att": torch.from_numpy(self.att[events]).to(dev), "kd_mask": self.view.has[ev],
+               "rd_weight": torch.from_numpy(rd).to(dev), "uniform": torch.from_numpy(uniform).to(dev)}
+        if self.layers is not None:
+            out["layers"] = torch.from_numpy(self.layers[events]).to(dev)
+            if self.bank_size and len(self.bank_events):
+                drawn = self.bank_rng.choice(self.bank_events, size=self.bank_size)
+                out["bank"] = torch.from_numpy(self.layers[drawn]).to(dev)
+        return out
 
 
 @torch.no_grad()

@@ -84,4 +84,4 @@ class StudentRanker(nn.Module):
         u = user.unsqueeze(1).expand(B, N, D)
         out = self.head(torch.cat([c, att, c * att, u], dim=-1))  # (B, N, 2)
         interaction = out[..., 0] + (c * u).sum(-1)
-        return {"interaction": interaction, "click_logit": out[..., 1], "user": user, "att": att}
+        return {"interaction": interaction, "click_logit": out[..., 1], "user": user, "att": att, "item": c}

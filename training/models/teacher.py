@@ -332,14 +332,25 @@ class Teacher(nn.Module):
     ranking snapshots' logits, ``click`` the mean of the click snapshots'.
     """
 
-    def __init__(self, spec: FeatureSpec, cfg: TeacherConfig, click_members: int | None = None):
+    def __init__(self, spec: FeatureSpec, cfg: TeacherConfig, click_members: int | None = None,
+                 members: int | None = None):
         super().__init__()
         self.spec = spec
         self.cfg = cfg
-        n = max(1, int(cfg.ensemble))
+        n = max(1, int(cfg.ensemble if members is None else members))
         extra = cfg.click_members if click_members is None else click_members
         self.rank = nn.ModuleList(TeacherRanker(spec, cfg) for _ in range(n))
         self.click = nn.ModuleList(TeacherRanker(spec, cfg) for _ in range(n + extra))
+
+    @classmethod
+    def from_networks(cls, spec: FeatureSpec, cfg: TeacherConfig, rank: list[TeacherRanker],
+                      click: list[TeacherRanker]) -> Teacher:
+        """A teacher over existing networks (shared, not copied): e.g. an ensemble in training."""
+        t = cls.__new__(cls)
+        nn.Module.__init__(t)
+        t.spec, t.cfg = spec, cfg
+        t.rank, t.click = nn.ModuleList(rank), nn.ModuleList(click)
+        return t
 
     def forward(self, batch: dict[str, torch.Tensor], with_click: bool = True) -> dict[str, torch.Tensor]:
         outs = [m(batch, with_click=False) for m in self.rank]
