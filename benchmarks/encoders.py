@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from runs_common import export_int8, mean_std, parse_seeds, share_models
 
 METRICS = (("ctr", "auc"), ("ctr", "gauc"), ("ranking", "hr@10"), ("ranking", "ndcg@10"),
            ("ranking_full", "hr@10"), ("ranking_full", "ndcg@10"))
@@ -52,24 +53,6 @@ def _label_sets(args) -> list[tuple[str, list[str]]]:
     return out
 
 
-def _share_plain(first: Path, run_dir: Path, chash: str) -> None:
-    """Copy the plain student of ``first`` (same seed) into ``run_dir``, under this run's config hash."""
-    src = first / "metrics.json"
-    if run_dir == first or not (first / "student_plain.pt").exists() or not src.exists():
-        return
-    plain = json.loads(src.read_text()).get("student_plain")
-    if plain is None:
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dst = run_dir / "metrics.json"
-    metrics = json.loads(dst.read_text()) if dst.exists() else {}
-    if metrics.get("student_plain", {}).get("config_hash") == chash:
-        return
-    shutil.copy2(first / "student_plain.pt", run_dir / "student_plain.pt")
-    metrics["student_plain"] = {**plain, "config_hash": chash, "copied_from": str(first)}
-    dst.write_text(json.dumps(metrics, indent=1))
-
-
 def _teacher_latency(run_dir: Path) -> dict:
     path = run_dir / "teacher_latency.json"
     if path.exists():
@@ -79,35 +62,6 @@ def _teacher_latency(run_dir: Path) -> dict:
     row = time_teacher(run_dir, [100], repeats=200, warmup=20)[0]
     path.write_text(json.dumps(row, indent=1))
     return row
-
-
-def _export(run_dir: Path, target: str) -> dict:
-    """Export the int8 student to ``target``; the parity figures, or why it was refused."""
-    from kdaliens.export.api import export_bundle
-    from kdaliens.export.parity import ParityError
-
-    out = run_dir / "bundles" / target
-    record = run_dir / "bundles" / f"{target}.json"
-    if record.exists():
-        return json.loads(record.read_text())
-    t0 = time.perf_counter()
-    try:
-        m = export_bundle(run_dir, target, out, quantize="int8", log=lambda s: None)
-        p = m["parity"]
-        res = {"passed": True, "auc_reference": p["auc_reference"], "auc_exported": p["auc_exported"],
-               "max_abs_diff": p["max_abs_diff"], "model_bytes": (out / m["model_file"]).stat().st_size}
-    except ParityError as e:
-        res = {"passed": False, "error": str(e)}
-    res["seconds"] = round(time.perf_counter() - t0, 1)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(res, indent=1))
-    return res
-
-
-def _mean_std(xs: list[float]) -> str:
-    if not xs:
-        return "-"
-    return f"{statistics.fmean(xs):.4f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.4f}"
 
 
 def summarize(results: dict[str, dict[int, dict]]) -> dict:
@@ -143,7 +97,7 @@ def to_markdown(summary: dict, title: str) -> str:
         exports = [e for per in row["exports"].values() for e in per.values()]
         ok = f"{sum(e['passed'] for e in exports)}/{len(exports)}"
         for i, model in enumerate(("teacher", "student_kd_int8")):
-            cells = [_mean_std(row["models"][model][f"{b}.{k}"]) for b, k in METRICS]
+            cells = [mean_std(row["models"][model][f"{b}.{k}"]) for b, k in METRICS]
             head = (f"| {label} | {row['teacher_params']:,} | {statistics.median(ep):.1f} | {lat_s} "
                     if i == 0 else "| | | | ")
             lines.append(head + f"| {model} | " + " | ".join(cells) + f" | {ok if i else ''} |")
@@ -151,7 +105,7 @@ def to_markdown(summary: dict, title: str) -> str:
             plain = row["models"]["student_plain"]
     if plain:
         lines.append("| (no teacher) | | | | student_plain | "
-                     + " | ".join(_mean_std(plain[f"{b}.{k}"]) for b, k in METRICS) + " | |")
+                     + " | ".join(mean_std(plain[f"{b}.{k}"]) for b, k in METRICS) + " | |")
     return "\n".join(lines) + "\n"
 
 
@@ -179,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         from kdaliens.training.data.long_history import data_folder
 
         data = str(data_folder(a.long_history, a.max_events))
-    seeds = list(range(int(a.seeds))) if a.seeds.isdigit() else [int(s) for s in a.seeds.split(",") if s.strip()]
+    seeds = parse_seeds(a.seeds)
     if not seeds:
         ap.error(f"--seeds {a.seeds!r} gives no seed (a count N >= 1 runs seeds 0..N-1; seed 0 alone is '0,')")
     targets = [t for t in a.targets.split(",") if t.strip()]
@@ -192,14 +146,14 @@ def main(argv: list[str] | None = None) -> int:
             for label, sets in labels:
                 cfg = merge(preset(a.preset), None, [*a.sets, *sets, f"train.seed={s}", f"train.threads={a.threads}"])
                 run_dir = out / label / f"seed{s}"
-                _share_plain(first, run_dir, config_hash(cfg, data))
+                share_models(first, run_dir, ["student_plain"], config_hash(cfg, data))
                 print(f"== {label} seed {s} -> {run_dir}", flush=True)
                 t0 = time.perf_counter()
                 metrics = run(data, run_dir, cfg)
                 lat = _teacher_latency(run_dir)
                 exports = {}
                 for t in targets:
-                    exports[t] = _export(run_dir, t)
+                    exports[t] = export_int8(run_dir, t)
                     print(f"   export {t}: {'passed' if exports[t]['passed'] else 'REFUSED'}", flush=True)
                 results.setdefault(label, {})[s] = {"metrics": metrics, "latency": lat, "exports": exports,
                                                     "wall_s": round(time.perf_counter() - t0, 1)}
