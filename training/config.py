@@ -295,7 +295,8 @@ class DistillConfig:
         emkd_kl_weight: KL between each network's softmax and the others' mean.
         emkd_cl_weight: contrastive loss on two augmented views of each sequence (within
             each network and across networks).
-        emkd_attr_weight: predicting the next item's attributes (genres on ML-100K).
+        emkd_attr_weight: predicting, from the user vector at each trained position, the
+            attributes of the item that comes next (every item field but the id).
         emkd_mask: share of events hidden in an augmented view.
         emkd_crop: events in an augmented view (crops ending at trained positions).
     """
