@@ -20,6 +20,10 @@ which it ignored. The same in a config file: ``{"data": {"columns": {"user_id": 
 ``--set`` values are parsed as JSON where they parse: ``--set teacher.dim=128
 --set teacher.mlp=[256,128] --set distill.method=lrc``.
 
+The seed papers' parts are one ``--set`` each: the teacher's sequence encoder
+(``teacher.seq_encoder=transformer|sam|dumn|spnn``) and the distillation recipe
+(``distill.method=default|spnn|lrc|emkd``, or several of the last three joined by ``+``).
+
 Distributed: ``torchrun --nproc_per_node 2 -m kdaliens.training --data ... --out ...``.
 """
 
