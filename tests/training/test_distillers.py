@@ -243,17 +243,26 @@ def test_emkd_objective_trains_every_member_with_every_part(prep):
     assert not _no_grad(obj.proj) and not _no_grad(obj.attr)
 
 
-def test_every_method_composed_trains_end_to_end(tmp_path):
-    """kdaliens-train --set distill.method=spnn+lrc+emkd on a small user log: an EMKD teacher
-    of three networks (a checkpoint that reloads), a contrastive-only first epoch, then labels."""
-    from kdaliens.training.checkpoint import load_model
+@pytest.fixture(scope="module")
+def composed_run(tmp_path_factory):
+    """kdaliens-train --set distill.method=spnn+lrc+emkd on a small user log (30 users)."""
     from kdaliens.training.cli import main
 
-    out = tmp_path / "run"
+    out = tmp_path_factory.mktemp("composed") / "run"
     assert main(["--data", str(ROOT / "examples/own_data/shop.csv"), "--out", str(out), "--preset", "tiny", "--quiet",
                  "--columns", "user_id=customer,item_id=sku,timestamp=time,rating=stars",
                  "--user-cols", "region,age", "--item-cols", "category",
                  "--set", "distill.method=spnn+lrc+emkd", "--set", "distill.lrc_stage1_epochs=1"]) == 0
+    return out
+
+
+def test_every_method_composed_trains_end_to_end(composed_run):
+    """An EMKD teacher of three networks (a checkpoint that reloads), a contrastive-only first
+    epoch, then labels; the int8 student passes ONNX's parity gate."""
+    from kdaliens.export.api import export_bundle
+    from kdaliens.training.checkpoint import load_model
+
+    out = composed_run
     teacher, cfg, _, _ = load_model(out / "teacher.pt")
     assert cfg.distill.methods == ("spnn", "lrc", "emkd") and len(teacher.rank) == 3
     hist = json.loads((out / "history.json").read_text())
@@ -262,3 +271,14 @@ def test_every_method_composed_trains_end_to_end(tmp_path):
     assert len(kd) == 2 and kd[0]["improved"] == [] and kd[1]["improved"]  # the warm-up epoch is never kept
     m = json.loads((out / "metrics.json").read_text())
     assert {"teacher", "student_plain", "student_kd", "student_kd_int8"} <= set(m)
+    p = export_bundle(out, "onnx", out.parent / "onnx", log=lambda s: None)["parity"]  # raises if the gate refuses
+    assert abs(p["auc_exported"] - p["auc_reference"]) <= 0.005
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["executorch", "tflite"])
+def test_a_distilled_int8_student_exports_everywhere(composed_run, target):
+    from kdaliens.export.api import export_bundle
+
+    p = export_bundle(composed_run, target, composed_run.parent / target, log=lambda s: None)["parity"]
+    assert abs(p["auc_exported"] - p["auc_reference"]) <= 0.005
