@@ -24,8 +24,9 @@ the seeds of AUC, GAUC, HR@10 and NDCG@10 (100 sampled items, and the full catal
 of the fp32 and int8 distilled students on the test split; training time (the
 distilled student's, and the teacher's where the row trains one); the per-seed
 difference of HR@10 from the plain student and from ``default``; the exports that
-passed; then the teachers (the default one, and each EMKD ensemble). Runs and exports
-are reused on a rerun, so an interrupted benchmark resumes where it stopped.
+passed; then the teachers (the default one, and each EMKD ensemble). ``OUT/distillers.png``
+plots each row's per-seed HR@10 difference from the plain student. Runs and exports are
+reused on a rerun, so an interrupted benchmark resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -125,6 +126,35 @@ def to_markdown(summary: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(summary: dict, path: Path) -> Path | None:
+    """Per row, each seed's HR@10 minus the plain student's (dots) and their mean (bar),
+    for the fp32 and the int8 distilled student; None without matplotlib."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    labels = list(summary)
+    fig = Figure(figsize=(max(6.0, 1.1 * len(labels)), 3.8), dpi=120)
+    ax = fig.add_subplot(1, 1, 1)
+    for k, (model, color) in enumerate((("student_kd", "#1f77b4"), ("student_kd_int8", "#17becf"))):
+        x = [i + (k - 0.5) * 0.36 for i in range(len(labels))]
+        diffs = [summary[lb]["hr10_minus_plain"][model] for lb in labels]
+        ax.bar(x, [statistics.fmean(d) for d in diffs], width=0.34, color=color, alpha=0.6,
+               label="fp32" if k == 0 else "int8")
+        for xi, d in zip(x, diffs):
+            ax.plot([xi] * len(d), d, "o", color="black", markersize=3)
+    ax.axhline(0.0, color="#444444", linewidth=0.8)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, fontsize=8, rotation=20)
+    ax.set_ylabel("HR@10 - plain student", fontsize=8)
+    ax.set_title("distilled student vs plain student, per seed (dots) and mean (bars); test split", fontsize=9)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="movielens-100k")
@@ -184,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                                                      "threads": a.threads, "summary": summary}, indent=1))
     (out / "distillers.md").write_text(md)
     print(md)
-    print(f"wrote {out / 'distillers.md'} and {out / 'distillers.json'}")
+    png = plot(summary, out / "distillers.png")
+    print(f"wrote {out / 'distillers.md'}, {out / 'distillers.json'}" + (f" and {png}" if png else ""))
     return 0
 
 
