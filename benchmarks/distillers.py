@@ -27,6 +27,13 @@ difference of HR@10 from the plain student and from ``default``; the exports tha
 passed; then the teachers (the default one, and each EMKD ensemble). ``OUT/distillers.png``
 plots each row's per-seed HR@10 difference from the plain student. Runs and exports are
 reused on a rerun, so an interrupted benchmark resumes where it stopped.
+
+``distillers.json`` also keeps every row's per-seed figures (``per_seed``). ``--merge
+FILE`` adds the rows and seeds of an earlier ``distillers.json`` that this invocation did
+not run (same data and settings, checked), so seeds run in separate processes or on
+separate machines make one table; with ``--merge``, ``--seeds ,`` runs nothing and only
+summarizes. Training is deterministic at a fixed thread count, so a seed's figures do
+not depend on where it ran (the training times do).
 """
 
 from __future__ import annotations
@@ -57,6 +64,41 @@ ROWS = {
 
 def _own_teacher(sets: list[str]) -> bool:
     return any(s.startswith("distill.method=") and "emkd" in s for s in sets)
+
+
+def compact(record: dict) -> dict:
+    """The part of one row's per-seed record that :func:`summarize` reads (what ``per_seed`` keeps)."""
+    models = {}
+    for model, m in record["metrics"].items():
+        if not isinstance(m, dict) or "ranking" not in m:
+            continue
+        models[model] = {b: {k: m[b][k] for bb, k in METRICS if bb == b} for b in dict.fromkeys(b for b, _ in METRICS)}
+        models[model].update({k: m.get(k) for k in ("train_seconds", "params")})
+    return {"metrics": models, "exports": {t: {"passed": e["passed"]} for t, e in record["exports"].items()},
+            "own_teacher": record["own_teacher"]}
+
+
+def merge_results(results: dict[str, dict[int, dict]], rows: dict[str, list[str]], path: Path,
+                  made_with: dict) -> list[str]:
+    """Add to ``results`` (and ``rows``) the rows and seeds of an earlier ``distillers.json``
+    that ``results`` lacks; returns them as 'label/seed'. Raises ValueError when that run
+    differs in any of ``made_with`` (data, preset, settings, threads) or in a row's settings."""
+    old = json.loads(path.read_text())
+    if "per_seed" not in old:
+        raise ValueError(f"{path}: no per_seed figures (written by an older distillers.py); rerun its seeds")
+    for key, mine in made_with.items():
+        if old.get(key) != mine:
+            raise ValueError(f"{path}: made with {key}={old.get(key)!r}, this run has {mine!r}")
+    added = []
+    for label, per_seed in old["per_seed"].items():
+        if label in rows and rows[label] != old["rows"][label]:
+            raise ValueError(f"{path}: row {label!r} had settings {old['rows'][label]}, here {rows[label]}")
+        rows.setdefault(label, old["rows"][label])
+        for seed, rec in per_seed.items():
+            if int(seed) not in results.get(label, {}):
+                results.setdefault(label, {})[int(seed)] = rec
+                added.append(f"{label}/{seed}")
+    return added
 
 
 def summarize(results: dict[str, dict[int, dict]]) -> dict:
@@ -167,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training")
     ap.add_argument("--preset", default="default", choices=("tiny", "default"))
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    ap.add_argument("--merge", action="append", default=[], type=Path, metavar="FILE",
+                    help="an earlier distillers.json whose rows and seeds join the table (repeatable)")
     a = ap.parse_args(argv)
     from kdaliens.sdk.errors import KdaliensError
     from kdaliens.training.config import merge, preset
@@ -180,11 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     for v in a.variant or []:
         rows[v[0]] = list(v[1:])
     seeds = parse_seeds(a.seeds)
-    if not seeds:
+    if not seeds and not a.merge:
         ap.error(f"--seeds {a.seeds!r} gives no seed (a count N >= 1 runs seeds 0..N-1; seed 0 alone is '0,')")
     targets = [t for t in a.targets.split(",") if t.strip()]
     out = Path(a.out)
     results: dict[str, dict[int, dict]] = {}
+    made_with = {"data": a.data, "preset": a.preset, "sets": a.sets, "threads": a.threads}
     try:
         for s in seeds:
             first = out / "default" / f"seed{s}"
@@ -201,17 +246,22 @@ def main(argv: list[str] | None = None) -> int:
                 for t in targets:
                     exports[t] = export_int8(run_dir, t)
                     print(f"   export {t}: {'passed' if exports[t]['passed'] else 'REFUSED'}", flush=True)
-                results.setdefault(label, {})[s] = {"metrics": metrics, "exports": exports, "own_teacher": own,
-                                                    "wall_s": round(time.perf_counter() - t0, 1)}
-    except KdaliensError as e:
+                results.setdefault(label, {})[s] = compact({"metrics": metrics, "exports": exports,
+                                                            "own_teacher": own})
+                print(f"   {label} seed {s}: {time.perf_counter() - t0:.0f}s", flush=True)
+        for path in a.merge:
+            added = merge_results(results, rows, path, made_with)
+            print(f"merged from {path}: {', '.join(added) or 'nothing new'}", flush=True)
+    except (KdaliensError, ValueError, OSError) as e:
         print(f"distillers: error: {e}", file=sys.stderr)
         return 2
+    results = {label: dict(sorted(results[label].items())) for label in rows if label in results}
     summary = summarize(results)
     title = f"{a.data}: distillers" + (f" ({' '.join(a.sets)})" if a.sets else "")
     md = to_markdown(summary, title)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "distillers.json").write_text(json.dumps({"data": a.data, "sets": a.sets, "rows": rows,
-                                                     "threads": a.threads, "summary": summary}, indent=1))
+    (out / "distillers.json").write_text(json.dumps({**made_with, "rows": rows, "summary": summary,
+                                                     "per_seed": results}, indent=1))
     (out / "distillers.md").write_text(md)
     print(md)
     png = plot(summary, out / "distillers.png")
