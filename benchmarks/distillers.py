@@ -67,12 +67,14 @@ def _own_teacher(sets: list[str]) -> bool:
 
 
 def compact(record: dict) -> dict:
-    """The part of one row's per-seed record that :func:`summarize` reads (what ``per_seed`` keeps)."""
+    """The part of one row's per-seed record that :func:`summarize` reads (what ``per_seed`` keeps),
+    metrics to 6 decimals (a table shows 4)."""
     models = {}
     for model, m in record["metrics"].items():
         if not isinstance(m, dict) or "ranking" not in m:
             continue
-        models[model] = {b: {k: m[b][k] for bb, k in METRICS if bb == b} for b in dict.fromkeys(b for b, _ in METRICS)}
+        models[model] = {b: {k: round(m[b][k], 6) for bb, k in METRICS if bb == b}
+                         for b in dict.fromkeys(b for b, _ in METRICS)}
         models[model].update({k: m.get(k) for k in ("train_seconds", "params")})
     return {"metrics": models, "exports": {t: {"passed": e["passed"]} for t, e in record["exports"].items()},
             "own_teacher": record["own_teacher"]}
@@ -255,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     except (KdaliensError, ValueError, OSError) as e:
         print(f"distillers: error: {e}", file=sys.stderr)
         return 2
-    results = {label: dict(sorted(results[label].items())) for label in rows if label in results}
+    order = [*(lb for lb in ROWS if lb in rows), *(lb for lb in rows if lb not in ROWS)]
+    results = {label: dict(sorted(results[label].items())) for label in order if label in results}
     summary = summarize(results)
     title = f"{a.data}: distillers" + (f" ({' '.join(a.sets)})" if a.sets else "")
     md = to_markdown(summary, title)
