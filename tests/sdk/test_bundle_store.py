@@ -201,7 +201,8 @@ def test_kill_9_during_install_always_leaves_a_bundle_in_service(onnx_bundle, ke
         child.wait()
         # Read through the same file objects as readline(): it may already hold lines after
         # "ready" in its buffer, which communicate() (raw fd reads) would lose.
-        out, err = child.stdout.read(), child.stderr.read()
+        with child.stdout, child.stderr:
+            out, err = child.stdout.read(), child.stderr.read()
         kills += 1
         lines = out.split()
         started = [int(x) for k, x in zip(lines[::2], lines[1::2]) if k == "start"]
