@@ -367,12 +367,17 @@ class QuantConfig:
             there over three seeds, and up to 0.017 test HR@10 (README).
         large_table_scale_dtype: "float16" or "float32" for the per-row scales of large
             tables (with 16-wide rows an fp32 scale is half the size of a 4-bit row).
+        train_on_grid: the distilled student's tables train on this grid from its first
+            step (per-row fake quantization, straight-through gradients), not only in the
+            int8 step; its fp32 checkpoint then holds tables already on the grid. Off by
+            default (README: what it costs and buys).
     """
 
     table_bits: int = 8
     large_table_rows: int = 256
     large_table_bits: int = 8
     large_table_scale_dtype: str = "float16"
+    train_on_grid: bool = False
 
     def __post_init__(self) -> None:
         if self.table_bits not in (4, 8) or self.large_table_bits not in (4, 8):

@@ -267,7 +267,8 @@ def _train_models(R: _Run, env: DistEnv, log: Callable[[str], None]) -> None:
     else:
         log("[student_kd] computing the teacher's signals for the training events")
         signals = TeacherSignals(teacher, ctx)
-        res = StudentTrainer(ctx, env, log, signals).train("student_kd", R.deadline("student_kd"))
+        res = StudentTrainer(ctx, env, log, signals).train("student_kd", R.deadline("student_kd"),
+                                                            on_grid=cfg.quant.train_on_grid)
         student_kd = res.model
         R.record("student_kd", student_kd, res, student_eval, False, "student", student_kd.state_dict(), ctx.s_spec)
     # 4. int8 student: QAT from the distilled one, measured on the converted model.

@@ -191,6 +191,25 @@ def fake_quantize_embeddings(model: nn.Module, recipe) -> list[tuple[str, int, s
     return swap_embeddings(model, recipe, FakeQuantEmbedding)
 
 
+def plain_embeddings(model: nn.Module) -> int:
+    """Undo :func:`fake_quantize_embeddings`: every FakeQuantEmbedding becomes an
+    nn.Embedding holding the same parameter. Returns how many were swapped back."""
+    n = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, FakeQuantEmbedding):
+                emb = nn.Embedding(*child.weight.shape, padding_idx=child.padding_idx, device="meta")
+                emb.weight = child.weight
+                setattr(parent, name, emb)
+                n += 1
+    return n
+
+
+def is_table(module: nn.Module) -> bool:
+    """An embedding table, plain or read through fake quantization."""
+    return isinstance(module, (nn.Embedding, FakeQuantEmbedding))
+
+
 def table_bytes(rows: int, dim: int, bits: int, scale_dtype: str) -> int:
     """Bytes of a quantized table as stored: packed codes plus one scale per row."""
     return rows * ((dim * bits + 7) // 8) + rows * (2 if scale_dtype == "float16" else 4)

@@ -26,7 +26,7 @@ from .distill import DistillLoss, EmbeddingPerturbation, TeacherSignals
 from .evaluation import evaluate, student_scorer
 from .loop import Context, DistEnv, FitResult, FitSpec, Log, Track, ctr_plus_ndcg, fit, set_seed
 from .models.student import StudentRanker
-from .quantize import convert_qat_graph, prepare_qat_graph, snap_embeddings
+from .quantize import convert_qat_graph, fake_quantize_embeddings, plain_embeddings, prepare_qat_graph, snap_embeddings
 
 
 class StudentObjective(nn.Module):
@@ -211,13 +211,22 @@ class StudentTrainer:
     def __init__(self, ctx: Context, env: DistEnv, log: Log, signals: TeacherSignals | None = None):
         self.ctx, self.env, self.log, self.signals = ctx, env, log, signals
 
-    def train(self, name: str, deadline: float | None = None) -> FitResult:
-        """A fresh student trained to early stopping (``train.epochs`` at most)."""
+    def train(self, name: str, deadline: float | None = None, on_grid: bool = False) -> FitResult:
+        """A fresh student trained to early stopping (``train.epochs`` at most).
+
+        With ``on_grid`` (``quant.train_on_grid``) its tables are read through per-row fake
+        quantization on the ``cfg.quant`` grid from the first step, and the returned model
+        holds them snapped to that grid (what it was evaluated with).
+        """
         cfg, signals = self.ctx.cfg, self.signals
         set_seed(cfg.train.seed + 1)
         model = StudentRanker(self.ctx.s_spec, cfg.student).to(self.ctx.device)
         if signals is not None and cfg.distill.init_items:
             init_items_from_teacher(model, signals.teacher, self.ctx)
+        if on_grid:
+            tables = fake_quantize_embeddings(model, cfg.quant)
+            self.log(f"[{name}] {len(tables)} embedding tables train on the int8 step's grid from the first step "
+                     f"(quant.train_on_grid): " + ", ".join(f"{n} {b}-bit" for n, b, _, _ in tables))
         distill = (DistillLoss(cfg.distill, cfg.student.dim, cfg.teacher.dim).to(self.ctx.device)
                    if signals is not None else None)
         objective = StudentObjective(model, distill, cfg.train)
@@ -229,6 +238,9 @@ class StudentTrainer:
                      + (f"; {objective.stage1_epochs} contrastive-only epochs first" if objective.stage1_epochs else "")
                      + (f"; gradient perturbation {objective.perturb:g}" if objective.perturb else ""))
         res = self._fit(objective, self.ctx, self.signals, spec)
+        if on_grid:
+            plain_embeddings(model)
+            snap_embeddings(model, cfg.quant, freeze=False)
         res.model = model
         return res
 

@@ -125,3 +125,50 @@ def test_int8_step_calibrates_or_fine_tunes(tiny_run, qat_lr, target):
     assert any(("calibrating" in s) if qat_lr == 0 else (f"on the {target} targets" in s) for s in lines), lines
     m = evaluate_student(res.model, ctx, "val")
     assert 0.5 < m["ctr"]["auc"] <= 1 and 0 < m["ranking"]["hr@10"] <= 1
+
+
+def test_fake_quantized_tables_pass_gradients_and_swap_back():
+    from kdaliens.training.distill import EmbeddingPerturbation
+    from kdaliens.training.quantize import FakeQuantEmbedding, fake_quantize_embeddings, plain_embeddings
+
+    model = nn.Sequential(nn.Embedding(300, 16, padding_idx=0), nn.Embedding(20, 16))
+    recipe = QuantConfig(large_table_bits=4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fake_quantize_embeddings(model, recipe)
+    assert all(isinstance(m, FakeQuantEmbedding) for m in model)
+    assert len(EmbeddingPerturbation(model, 0.1).modules) == 2  # LRC's perturbation still sees the tables
+    ids = torch.tensor([[1, 2, 3]])
+    out = model[0](ids)
+    q, s = quantize_table(model[0].weight, 4, "float16")
+    assert torch.equal(out[0], dequantize_table(q, s)[ids[0]])  # the forward reads the grid
+    out.pow(2).sum().backward()
+    assert model[0].weight.grad[1:4].abs().sum() > 0  # straight-through: the latent rows learn
+    assert plain_embeddings(model) == 2
+    assert all(type(m) is nn.Embedding for m in model) and model[0].padding_idx == 0
+    assert model.state_dict().keys() == before.keys()  # checkpoints load into the plain model
+
+
+def test_train_on_grid_gives_a_student_already_on_the_int8_grid(tiny_run):
+    """quant.train_on_grid: the distilled student trains through its tables' fake
+    quantization and comes back holding them on the grid, so the int8 step's snap
+    changes nothing."""
+    from kdaliens.training.checkpoint import load_model
+    from kdaliens.training.data import load_prepared
+    from kdaliens.training.distill import TeacherSignals
+    from kdaliens.training.loop import Context, DistEnv
+    from kdaliens.training.student_loop import StudentTrainer
+
+    out, _ = tiny_run
+    teacher, cfg, _, _ = load_model(out / "teacher.pt")
+    cfg.train.epochs, cfg.quant.train_on_grid = 1, True
+    ctx = Context(load_prepared("movielens-100k", cfg.data, cfg.split), cfg)
+    lines: list[str] = []
+    res = StudentTrainer(ctx, DistEnv(), lines.append, TeacherSignals(teacher, ctx)).train("student_kd", on_grid=True)
+    assert any("train on the int8 step's grid" in s and "4-bit" in s for s in lines), lines
+    tables = [m for m in res.model.modules() if isinstance(m, nn.Embedding)]
+    assert tables and all(type(m) is nn.Embedding for m in tables)
+    for m in tables:
+        w = m.weight.detach().clone()
+        snap_embeddings(m, cfg.quant, freeze=False)
+        assert torch.equal(m.weight, w)  # already on its grid
+    assert any(m.num_embeddings >= cfg.quant.large_table_rows for m in tables)

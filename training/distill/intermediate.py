@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import DistillConfig
+from ..quantize import is_table
 from .losses import Distiller, _masked_mean, register_distiller
 
 #: The intermediate layers matched, in the order of ``teacher["layers"]``.
@@ -129,7 +130,7 @@ class AngularContrastiveDistiller(Distiller):
 class EmbeddingPerturbation:
     """LRC-BERT's gradient perturbation of a module's embedding outputs.
 
-    Forward hooks on every ``nn.Embedding`` of ``model`` while the ``with`` block is
+    Forward hooks on every embedding table of ``model`` (plain or fake-quantized) while the ``with`` block is
     open: the first forward pass's outputs are kept; :meth:`perturb` then adds, to the
     same lookups of the next pass (in the same order), ``size * |out| * g / |g|``, with
     ``g`` the loss's gradient with respect to that output (norms over the whole output).
@@ -143,7 +144,7 @@ class EmbeddingPerturbation:
 
     def __init__(self, model: nn.Module, size: float):
         self.size = float(size)
-        self.modules = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+        self.modules = [m for m in model.modules() if is_table(m)]
         self.outputs: list[torch.Tensor] = []
         self.deltas: list[torch.Tensor | None] | None = None  # set by perturb()
         self.calls = 0  # lookups seen since perturb()
