@@ -159,7 +159,8 @@ def test_export_cli_signs_and_versions(tiny_run, keys, tmp_path):
 
     release, _ = keys
     out = tmp_path / "onnx"
-    assert export(["--target", "onnx", "--run", str(tiny_run[0]), "--out", str(out), "--parity-limit", "50",
+    # 200 requests, as the bundle fixtures: on 50 the parity AUC moves by about 0.002 when one pair swaps.
+    assert export(["--target", "onnx", "--run", str(tiny_run[0]), "--out", str(out), "--parity-limit", "200",
                    "--sign", str(release / KEY_FILE), "--bundle-version", "42"]) == 0
     m = json.loads((out / "manifest.json").read_text())
     assert m["bundle_version"] == 42 and (out / SIGNATURE_FILE).is_file()
@@ -167,7 +168,7 @@ def test_export_cli_signs_and_versions(tiny_run, keys, tmp_path):
     assert set(m["artifacts"]) | {"manifest.json", SIGNATURE_FILE} == {p.name for p in out.iterdir()}
     assert Bundle.load(out, trusted_keys=[release / PUB_FILE]).bundle_version == 42
     # Re-exporting without a version goes up, never down; without --sign the old signature goes.
-    assert export(["--target", "onnx", "--run", str(tiny_run[0]), "--out", str(out), "--parity-limit", "50"]) == 0
+    assert export(["--target", "onnx", "--run", str(tiny_run[0]), "--out", str(out), "--parity-limit", "200"]) == 0
     assert json.loads((out / "manifest.json").read_text())["bundle_version"] > 42
     assert not (out / SIGNATURE_FILE).exists()
     # A bad key fails before any lowering.

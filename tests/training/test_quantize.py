@@ -50,7 +50,7 @@ def test_quant_config_rejects_bad_values_and_round_trips():
         QuantConfig(large_table_bits=2)
     with pytest.raises(InputError, match="float16"):
         RunConfig.from_dict({"quant": {"large_table_scale_dtype": "bfloat16"}})
-    assert QuantConfig().table(255) == (8, "float32") and QuantConfig().table(256) == (8, "float16")
+    assert QuantConfig().table(255) == (8, "float32") and QuantConfig().table(256) == (4, "float16")
     cfg = RunConfig()
     cfg.quant = QuantConfig(large_table_bits=8)
     assert config_of({"config": cfg.to_dict()}).quant == QuantConfig(large_table_bits=8)
