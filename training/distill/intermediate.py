@@ -130,10 +130,11 @@ class AngularContrastiveDistiller(Distiller):
 class EmbeddingPerturbation:
     """LRC-BERT's gradient perturbation of a module's embedding outputs.
 
-    Forward hooks on every embedding table of ``model`` (plain or fake-quantized) while the ``with`` block is
-    open: the first forward pass's outputs are kept; :meth:`perturb` then adds, to the
-    same lookups of the next pass (in the same order), ``size * |out| * g / |g|``, with
-    ``g`` the loss's gradient with respect to that output (norms over the whole output).
+    Forward hooks on every embedding table of ``model`` (plain or fake-quantized) while
+    the ``with`` block is open: the first forward pass's outputs are kept; :meth:`perturb`
+    then adds, to the same lookups of the next pass (in the same order),
+    ``size * |out| * g / |g|``, with ``g`` the loss's gradient with respect to that output
+    (norms over the whole output).
 
     Example:
         >>> with EmbeddingPerturbation(student, 0.05) as tap:       # doctest: +SKIP
